@@ -1,0 +1,36 @@
+"""One registry of the zoo's datasets, so ``run/svi.py --dataset NAME`` works with every model
+that fits the data. Each dataset class states its ``vocab``, ``text_length`` and
+``image_shape``; ``make_dataset`` maps the run's data settings onto its constructor."""
+from __future__ import annotations
+
+from datasets.celeba import CelebA
+from datasets.mnist import MNIST
+from datasets.two_objects import SingleObject, TwoObjects
+
+DATASETS = {
+    "two_objects": "procedural two-object scenes with 9-word texts (rendered on first use, any size >= 32)",
+    "single_object": "one red/blue, small/large object with 2-word texts (paper Fig. 1)",
+    "celeba": "aligned CelebA faces, 64x64, attributes as shuffled words (bring the files)",
+    "mnist": "MNIST digits with the label as a one-word text (python -m datasets.fetch mnist)",
+}
+
+
+def make_dataset(data, split: str, progress: bool = True):
+    """The ``split`` ("train" or "val") of the dataset that ``data`` (a DataConfig) describes."""
+    name = data.name
+    if name in ("two_objects", "single_object"):
+        cls = TwoObjects if name == "two_objects" else SingleObject
+        return cls(data.root, split, image_size=data.image_size, num_train=data.num_train, num_val=data.num_val,
+                   seed=data.seed, progress=progress)
+    if name == "celeba":
+        _fixed_size(name, data.image_size, 64)
+        return CelebA(data.root, split, seed=data.seed, progress=progress)
+    if name == "mnist":
+        _fixed_size(name, data.image_size, 28)
+        return MNIST(data.root, "test" if split == "val" else split, seed=data.seed)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def _fixed_size(name: str, asked: int, size: int) -> None:
+    if asked != size:
+        raise ValueError(f"dataset {name} has {size}x{size} images; use --image-size {size}")

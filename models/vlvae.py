@@ -1,0 +1,105 @@
+"""The Vision-Language VAE (Cremer & Kushman, section 2 and appendix 5.1) as a Pyro model.
+
+Generative model p(z) p(x|z) p(y|z): z ~ p(z) (N(0, I), or a learned flow q(z) for Table 2);
+a shared decoder maps z to a 200-d vector h, from which the image decoder gives
+x ~ Beta(c * alpha, c * (1 - alpha)) per pixel (c = 100, appendix 5.1.2) and the GRU text
+decoder gives y word by word. A missing modality is left out of the model, so
+``model(x, None)`` is p(z) p(x|z) and ``model(None, y)`` is p(z) p(y|z).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+from models.blocks import ImageDecoderNet, ResidualMLP
+from models.text import TextDecoderNet
+
+PIXEL_EPS = 1e-3  # pixels are clamped into (eps, 1 - eps): the Beta density is infinite at 0 and 1
+ALPHA_EPS = 1e-4
+
+
+@dataclass
+class VLVAEConfig:
+    """Network shapes shared by the VLVAE and its guides (defaults: the paper's, appendix 5.1)."""
+
+    image_shape: tuple = (3, 112, 112)
+    vocab: list = field(default_factory=list)  # words without padding (see datasets.vocab)
+    text_length: int = 9
+    z_dim: int = 50
+    hidden: int = 200          # image/text encodings, shared decoder output, GRU states
+    channels: int = 32         # width of the first conv layer; doubled at each downsampling
+    num_down: int = 2          # stride-2 convolutions in the image encoder (upsamplings in the decoder)
+    stem_kernel: int = 7
+    stem_stride: int = 1       # > 1 strides the first conv: cheaper, for small presets
+    grid: int = 10             # image decoder starts from 10 channels of grid x grid (1000 units)
+    dropout: float = 0.5       # text decoder readout
+    concentration: float = 100.0  # c in Beta(c * alpha, c * (1 - alpha))
+
+    def __post_init__(self):
+        self.image_shape = tuple(self.image_shape)
+
+
+def batch_size_of(x, y) -> int:
+    if x is None and y is None:
+        raise ValueError("give at least one modality (image x or text y)")
+    return (x if x is not None else y).shape[0]
+
+
+class VLVAE(nn.Module):
+    def __init__(self, config: VLVAEConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.decoder = ResidualMLP(c.z_dim, c.hidden, c.hidden, num_layers=5, num_residual=2)
+        self.image_decoder = ImageDecoderNet(c.image_shape, c.channels, c.num_down, c.hidden, c.grid,
+                                             c.stem_kernel, c.stem_stride)
+        self.text_decoder = TextDecoderNet(len(c.vocab) + 1, c.text_length, c.hidden, c.hidden, dropout=c.dropout)
+        self.prior_flow = None  # a flows.AffineCouplingFlow replaces N(0, I) once set (Table 2)
+
+    def prior(self, batch_size: int) -> dist.Distribution:
+        """p(z) with batch shape [batch_size]: N(0, I), or the learned aggregate prior q(z)."""
+        like = self.decoder.inp.weight.new_zeros(batch_size, self.config.z_dim)
+        if self.prior_flow is not None:
+            return self.prior_flow.distribution(like)
+        return dist.Normal(like, 1.0).to_event(1)
+
+    def image_likelihood(self, h: torch.Tensor) -> dist.Distribution:
+        """p(x|z) = prod_pixels Beta(c * alpha, c * (1 - alpha)), alpha from the image decoder."""
+        alpha = torch.sigmoid(self.image_decoder(h)).clamp(ALPHA_EPS, 1 - ALPHA_EPS)
+        c = self.config.concentration
+        return dist.Beta(c * alpha, c * (1 - alpha)).to_event(3)
+
+    def text_likelihood(self, h: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
+        """p(y|z) = prod_t Cat(y_t | y_<t, h), teacher forced on ``y``; padding is masked out."""
+        return dist.Categorical(logits=self.text_decoder.logits(h, y)).mask(y != 0).to_event(1)
+
+    def model(self, x=None, y=None, *, prior: dist.Distribution | None = None, annealing: float = 1.0,
+              x_weight: float = 1.0, y_weight: float = 1.0):
+        """p(z) p(x|z) p(y|z) (the generative side of Eq. 1), observed on the given modalities.
+
+        ``prior`` replaces p(z) (e.g. q(z|y) for Eq. 6); ``annealing`` scales the z site (KL
+        warm-up, as in Pyro's DMM example: the guide's z site gets the same scale), ``x_weight``
+        and ``y_weight`` scale the likelihoods (appendix 5.3.1). All default to the true model.
+        """
+        with pyro.plate("data", batch_size_of(x, y), dim=-1):
+            with poutine.scale(scale=annealing):
+                z = pyro.sample("z", prior if prior is not None else self.prior(batch_size_of(x, y)))
+            h = self.decoder(z)
+            if x is not None:
+                with poutine.scale(scale=x_weight):
+                    pyro.sample("x", self.image_likelihood(h), obs=x.clamp(PIXEL_EPS, 1 - PIXEL_EPS))
+            if y is not None:
+                with poutine.scale(scale=y_weight):
+                    pyro.sample("y", self.text_likelihood(h, y), obs=y)
+        return z
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, greedy: bool = True):
+        """Images (the Beta means alpha, [..., 3, H, W]) and texts ([..., L]) decoded from ``z``."""
+        h = self.decoder(z)
+        return torch.sigmoid(self.image_decoder(h)), self.text_decoder.sample(h, greedy=greedy)

@@ -1,0 +1,59 @@
+"""Draw a grid of Two Objects / Single Object samples, each with its text, to a PNG.
+
+    python run/show_data.py --dataset two_objects --image-size 64 --num 16 --out samples.png
+"""
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import math
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from datasets.two_objects import SingleObject, TwoObjects
+
+DATASETS = {"two_objects": TwoObjects, "single_object": SingleObject}
+WORDS_PER_LINE = 5  # Two Objects texts wrap after "size colour material shape relation"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=DATASETS, default="two_objects", help="which dataset to draw")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="image side in pixels, >= 32 (default: the dataset's, 112 or 64)")
+    parser.add_argument("--num", type=int, default=16, help="how many samples: the first NUM of the split")
+    parser.add_argument("--split", choices=("train", "val"), default="train", help="which split to draw from")
+    parser.add_argument("--seed", type=int, default=0, help="the dataset seed")
+    parser.add_argument("--root", default=None,
+                        help="cache folder for the generated arrays (default: $MMVAE_DATA_ROOT or ~/.cache/mmvae-zoo)")
+    parser.add_argument("--out", default=None, help="PNG to write (default: <dataset>_<size>px.png here)")
+    args = parser.parse_args(argv)
+
+    cls = DATASETS[args.dataset]
+    options = {} if args.image_size is None else {"image_size": args.image_size}
+    counts = {"num_train": args.num} if args.split == "train" else {"num_val": args.num}
+    data = cls(root=args.root, split=args.split, seed=args.seed, **options, **counts)
+    size = data.image_shape[-1]
+    out = Path(args.out or f"{args.dataset}_{size}px.png")
+
+    cols = math.ceil(math.sqrt(len(data)))
+    rows = math.ceil(len(data) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:len(data)]):
+        ax.imshow(data.images[i].transpose(1, 2, 0), interpolation="nearest")
+        words = data.text(i).split()
+        ax.set_title("\n".join(" ".join(words[j:j + WORDS_PER_LINE]) for j in range(0, len(words), WORDS_PER_LINE)),
+                     fontsize=8, y=-0.02, va="top")
+    fig.suptitle(f"{args.dataset}, {args.split} split, seed {args.seed}, {size}x{size} px")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Train a model of the zoo with stochastic variational inference.
+
+    python run/svi.py --model vlvae --guide image        # the VLVAE with q(z|x) (Eq. 1)
+    python run/svi.py --model vlvae --guide text_agg     # q(z|y) as aggregate posterior (Eq. 5)
+    python run/svi.py --model vlvae --guide text_true    # q(z|y) as true posterior (Eq. 3)
+    python run/svi.py --model vlvae --guide prior_agg    # learned aggregate prior q(z) (Table 2)
+
+Text guides and the prior are fitted to a trained VLVAE (``--base``); if that run does not
+exist yet it is trained first. Every run writes a run directory (config.json, checkpoints,
+metrics.jsonl, sample grids) that ``training.trainer.load_run`` loads back in one call.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from datasets.registry import DATASETS  # noqa: E402
+from training.config import PRESETS, RunConfig, preset  # noqa: E402
+from training.rundir import RunDir, RunError  # noqa: E402
+from training.schemes import BASE_GUIDES, GUIDES  # noqa: E402
+from training.trainer import pick_device, train  # noqa: E402
+
+MODELS = {"vlvae": GUIDES}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="vlvae", help=f"generative model: {', '.join(MODELS)} (default vlvae)")
+    p.add_argument("--guide", default="image",
+                   help="what to train: " + "; ".join(f"{k}: {v}" for k, v in GUIDES.items()) + " (default image)")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="paper: 112x112, the paper's networks and 400k steps; cpu: 64x64, narrower convolutions, "
+                        "minutes on 2 CPU cores; tiny: a smoke test. Default: paper on CUDA, cpu otherwise")
+    p.add_argument("--dataset", help=f"one of: {'; '.join(f'{k} ({v})' for k, v in DATASETS.items())} "
+                                     "(default two_objects)")
+    p.add_argument("--data-root", help="where datasets are cached or found (default $MMVAE_DATA_ROOT or "
+                                       "~/.cache/mmvae-zoo)")
+    p.add_argument("--image-size", type=int, help="image height and width (default: the preset's)")
+    p.add_argument("--num-train", type=int, help="training images to render (Two Objects; default: the preset's)")
+    p.add_argument("--num-val", type=int, help="validation images to render (Two Objects; default: the preset's)")
+    p.add_argument("--steps", type=int, help="optimisation steps (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: the preset's; paper 20)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's; paper 4e-4)")
+    p.add_argument("--warmup-steps", type=int, help="steps over which the KL weight rises from ~0 to 1 "
+                                                    "(default: the preset's; paper 20k)")
+    p.add_argument("--x-weight", type=float, help="weight of the image likelihood in Eq. 1 (paper's code 0.02)")
+    p.add_argument("--y-weight", type=float, help="weight of the text likelihood in Eq. 1 (paper's code 200)")
+    p.add_argument("--num-flows", type=int, help="coupling flows in q(z|y) and q(z) (default 6; 0 gives a "
+                                                 "Gaussian q(z|y))")
+    p.add_argument("--text-true-weighted", action="store_true",
+                   help="train text_true with the text likelihood weighted by --y-weight (default: Eq. 3 unweighted)")
+    p.add_argument("--seed", type=int, help="random seed for initialisation and batch order (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--out", help="run directory to write (default runs/<model>-<guide>-<preset>)")
+    p.add_argument("--base", help="trained VLVAE run for text guides and the prior "
+                                  "(default runs/<model>-image-<preset>; trained first if missing)")
+    p.add_argument("--no-train-base", action="store_true", help="fail instead of training a missing base run")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+OVERRIDES = {  # flag -> (config section, field)
+    "dataset": ("data", "name"), "data_root": ("data", "root"), "image_size": ("data", "image_size"),
+    "num_train": ("data", "num_train"), "num_val": ("data", "num_val"), "steps": ("train", "steps"),
+    "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "warmup_steps": ("train", "warmup_steps"),
+    "x_weight": ("train", "x_weight"), "y_weight": ("train", "y_weight"), "num_flows": ("train", "num_flows"),
+    "seed": ("train", "seed"),
+}
+
+
+def make_config(args, device) -> RunConfig:
+    if args.model not in MODELS:
+        raise RunError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
+    if args.guide not in MODELS[args.model]:
+        raise RunError(f"unknown guide {args.guide!r} for model {args.model}; choose one of "
+                       f"{', '.join(MODELS[args.model])}")
+    name = args.preset or ("paper" if device.type == "cuda" else "cpu")
+    if not args.preset:
+        print(f"preset: {name} (on {device.type}; pick another with --preset)")
+    config = preset(name)
+    config.model, config.guide = args.model, args.guide
+    for flag, (section, field) in OVERRIDES.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(getattr(config, section), field, value)
+    config.train.text_true_weighted = args.text_true_weighted
+    size = config.data.image_size
+    config.net.image_shape = (config.net.image_shape[0], size, size)
+    return config
+
+
+def run_training(config: RunConfig, out: Path, args, device) -> None:
+    run = RunDir(out)
+    base = None
+    if config.guide not in BASE_GUIDES:
+        base_config = copy.deepcopy(config)
+        base_config.guide, base_config.base_run = "image", None
+        base_out = Path(args.base or f"runs/{config.model}-image-{config.preset}")
+        base = RunDir(base_out)
+        finished = base.exists() and base.checkpoint_paths() and \
+            base.latest_checkpoint()["step"] >= base.config().train.steps
+        if not finished:
+            if args.no_train_base:
+                raise RunError(f"no trained base VLVAE in {base_out}; train one with "
+                               f"`python run/svi.py --model {config.model} --guide image --out {base_out}` "
+                               f"or drop --no-train-base")
+            print(f"no trained base VLVAE in {base_out}: {'resuming' if base.exists() else 'training'} it first")
+            train(base_config, base, device=device, resume=base.exists(), progress=not args.no_progress)
+        config.base_run = str(base_out.resolve())
+    started = time.time()
+    components = train(config, run, device=device, base=base, resume=args.resume, progress=not args.no_progress)
+    last = (run.metrics() or [{}])[-1]
+    print(f"\n{config.model}/{config.guide} ({config.preset} preset) trained {config.train.steps} steps "
+          f"in {time.time() - started:.0f} s on {device}")
+    print("last logged: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))
+    print(f"run directory: {run.path}  (samples in {run.samples}, load with "
+          f"training.trainer.load_run('{run.path}'))")
+    return components
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        config = make_config(args, device)
+        out = Path(args.out or f"runs/{config.model}-{config.guide}-{config.preset}")
+        run_training(config, out, args, device)
+    except (RunError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

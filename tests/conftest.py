@@ -1,0 +1,44 @@
+"""Shared test fixtures: a private data root per test session, and CUDA skipping."""
+import numpy as np
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _private_data_root(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's dataset cache."""
+    monkeypatch.setenv("MMVAE_DATA_ROOT", str(tmp_path_factory.getbasetemp() / "data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_scenes(tmp_path_factory):
+    """Eight rendered 32x32 Two Objects pairs (images float [8, 3, 32, 32], tokens [8, 9])."""
+    from datasets.two_objects import TwoObjects
+
+    data = TwoObjects(tmp_path_factory.mktemp("scenes"), "train", image_size=32, num_train=8, num_val=1,
+                      progress=False, workers=1)
+    return torch.from_numpy(np.array(data.images)).float() / 255, torch.from_numpy(np.array(data.tokens))
+
+
+@pytest.fixture(scope="session")
+def tiny_base_run(tmp_path_factory):
+    """A trained (4 steps) tiny VLVAE base run directory."""
+    from training.config import preset
+    from training.rundir import RunDir
+    from training.trainer import train
+
+    root = tmp_path_factory.mktemp("runs")
+    config = preset("tiny")
+    config.data.root = str(root / "data")
+    run = RunDir(root / "base")
+    train(config, run, device=torch.device("cpu"), progress=False)
+    return run

@@ -1,0 +1,32 @@
+"""Small shared builders for the tests."""
+from __future__ import annotations
+
+import torch
+
+from datasets.two_objects import VOCAB
+from models.vlvae import VLVAEConfig
+from training.config import preset
+
+
+def tiny_net(image_size: int = 32, **changes) -> VLVAEConfig:
+    net = preset("tiny").net
+    net.image_shape = (3, image_size, image_size)
+    net.vocab = VOCAB.to_list()
+    for k, v in changes.items():
+        setattr(net, k, v)
+    return net
+
+
+def batch(net: VLVAEConfig, n: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((n,) + tuple(net.image_shape), generator=g)
+    y = torch.randint(1, len(net.vocab) + 1, (n, net.text_length), generator=g)
+    return x, y
+
+
+def tiny_config(tmp_path, guide: str = "image", steps: int = 4):
+    config = preset("tiny")
+    config.guide = guide
+    config.data.root = str(tmp_path / "data")
+    config.train.steps = steps
+    return config

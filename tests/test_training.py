@@ -1,0 +1,128 @@
+"""Run directories, checkpoints, resuming, loading back, and the run/svi.py command."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.config import RunConfig, preset
+from training.rundir import RunDir, RunError
+from training.trainer import load_run, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SVI = [sys.executable, str(ROOT / "run" / "svi.py")]
+
+
+def run_svi(*args, cwd, env_root):
+    env = {"MMVAE_DATA_ROOT": str(env_root), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(SVI + list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_config_round_trips_through_json():
+    config = preset("cpu")
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_unknown_preset_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown preset 'big'; choose one of paper, cpu, tiny"):
+        preset("big")
+
+
+def test_base_run_layout(tiny_base_run):
+    run = tiny_base_run
+    assert json.loads(run.config_path.read_text())["guide"] == "image"
+    assert [p.name for p in run.checkpoint_paths()] == ["step_0000002.pt", "step_0000004.pt"]
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3, 4]
+    assert {"loss", "log_px", "log_py", "kl"} <= set(run.metrics()[-1])
+    assert (run.samples / "step_0000004.png").stat().st_size > 1000
+    state = run.latest_checkpoint()
+    assert {"step", "rng", "model", "guide", "optimizer"} <= set(state)
+
+
+def _loss_on_fixed_batch(run_path):
+    from training.trainer import load_run
+    import pyro
+    from datasets.two_objects import TwoObjects
+    components = load_run(run_path)
+    config = components.config
+    data = TwoObjects(config.data.root, "val", image_size=32, num_train=config.data.num_train,
+                      num_val=config.data.num_val, progress=False)
+    x = torch.tensor(data.images[:4]).float() / 255
+    y = torch.tensor(data.tokens[:4])
+    pyro.set_rng_seed(0)
+    return components.loss(10**6, x, y)[0].item()
+
+
+def test_checkpoint_loads_back_in_a_fresh_process(tiny_base_run):
+    here = _loss_on_fixed_batch(tiny_base_run.path)
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_training import _loss_on_fixed_batch; "
+            f"print(repr(_loss_on_fixed_batch({str(tiny_base_run.path)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip().splitlines()[-1]) == here
+
+
+def test_existing_run_is_never_overwritten(tiny_base_run):
+    before = tiny_base_run.config_path.read_text()
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        train(tiny_base_run.config(), tiny_base_run, device=torch.device("cpu"), progress=False)
+    assert tiny_base_run.config_path.read_text() == before
+    assert len(tiny_base_run.checkpoint_paths()) == 2
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_base_run):
+    run = RunDir(tmp_path / "copy")
+    run.checkpoints.mkdir(parents=True)
+    run.config_path.write_text(tiny_base_run.config_path.read_text())
+    (run.checkpoints / "step_0000004.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="unreadable or corrupt .* delete it"):
+        load_run(run.path)
+
+
+def test_svi_help_explains_every_flag():
+    out = subprocess.run(SVI + ["--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for flag in ("--guide", "--preset", "--steps", "--batch-size", "--lr", "--x-weight", "--y-weight",
+                 "--device", "--out", "--base", "--resume", "--data-root", "--image-size", "--seed"):
+        assert flag in out.stdout
+
+
+def test_main_command_end_to_end_trains_base_then_text_guide(tmp_path):
+    out = run_svi("--model", "vlvae", "--guide", "text_agg", "--preset", "tiny", "--no-progress",
+                  cwd=tmp_path, env_root=tmp_path / "data")
+    assert out.returncode == 0, out.stderr
+    assert "no trained base VLVAE in runs/vlvae-image-tiny: training it first" in out.stdout
+    agg = RunDir(tmp_path / "runs" / "vlvae-text_agg-tiny")
+    assert agg.base_path.exists() and agg.checkpoint_paths() and list(agg.samples.glob("*.png"))
+    components = load_run(agg.path)
+    texts = torch.tensor([[2, 4, 11, 13, 16, 1, 5, 12, 15]])
+    images, decoded = components.model.generate(components.guide.distribution(None, texts).sample((3,)))
+    assert images.shape == (3, 1, 3, 32, 32) and decoded.shape == (3, 1, 9)
+    again = run_svi("--guide", "text_true", "--preset", "tiny", "--no-progress", "--no-train-base",
+                    cwd=tmp_path, env_root=tmp_path / "data")
+    assert again.returncode == 0, again.stderr
+    assert "training it first" not in again.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "gan"], "unknown model 'gan'; choose one of"),
+    (["--guide", "text_magic"], "unknown guide 'text_magic' for model vlvae; choose one of image, joint"),
+    (["--guide", "text_agg", "--no-train-base", "--base", "nowhere"], "no trained base VLVAE in nowhere"),
+    (["--image-size", "34"], "not divisible by the encoder's total stride"),
+])
+def test_svi_bad_input_is_one_clear_line(tmp_path, args, message):
+    out = run_svi("--preset", "tiny", "--no-progress", *args, cwd=tmp_path, env_root=tmp_path / "data")
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_base_of_another_vocabulary_is_refused(tmp_path, tiny_base_run):
+    config = preset("tiny")
+    config.guide = "text_agg"
+    config.data.root = tiny_base_run.config().data.root
+    config.data.name = "single_object"
+    with pytest.raises(RunError, match="base run .* was trained on 'two_objects'"):
+        train(config, RunDir(tmp_path / "agg"), device=torch.device("cpu"), base=tiny_base_run, progress=False)

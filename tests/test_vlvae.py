@@ -1,0 +1,143 @@
+"""The VLVAE model, its image and joint guides, and the Eq. 1 objective."""
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from guides.encoders import ImageGuide, JointGuide
+from guides.objectives import elbo_loss
+from models.blocks import GaussianHead, ImageDecoderNet, ImageEncoderNet, TextEncoderNet
+from models.text import TextDecoderNet
+from models.vlvae import VLVAE
+from training.schemes import warmup
+from tests.helpers import batch, tiny_net
+
+
+def test_networks_take_leading_particle_dims():
+    net = tiny_net()
+    enc = ImageEncoderNet(net.image_shape, net.channels, net.num_down, net.hidden, net.stem_kernel, net.stem_stride)
+    dec = ImageDecoderNet(net.image_shape, net.channels, net.num_down, net.hidden, net.grid,
+                          net.stem_kernel, net.stem_stride)
+    x, y = batch(net, 3)
+    assert enc(x).shape == (3, net.hidden)
+    assert enc(x.expand(2, *x.shape)).shape == (2, 3, net.hidden)
+    assert dec(torch.randn(5, 3, net.hidden)).shape == (5, 3) + net.image_shape
+    text = TextEncoderNet(len(net.vocab) + 1, net.hidden)
+    assert text(y).shape == (3, net.hidden)
+    head = GaussianHead(net.hidden, net.z_dim, net.hidden)
+    loc, scale = head(torch.randn(2, 3, net.hidden))
+    assert loc.shape == scale.shape == (2, 3, net.z_dim) and (scale > 0).all()
+    decoder = TextDecoderNet(len(net.vocab) + 1, net.text_length, net.hidden, net.hidden)
+    assert decoder.logits(torch.randn(5, 3, net.hidden), y).shape == (5, 3, net.text_length, len(net.vocab) + 1)
+    samples = decoder.sample(torch.randn(5, 3, net.hidden))
+    assert samples.shape == (5, 3, net.text_length) and (samples > 0).all()
+
+
+def test_text_encoder_skips_trailing_padding():
+    net = tiny_net()
+    text = TextEncoderNet(len(net.vocab) + 1, net.hidden)
+    y = torch.tensor([[3, 4, 5, 0, 0]])
+    assert torch.allclose(text(y), text(y[:, :3]))
+
+
+def test_image_encoder_rejects_sizes_it_cannot_take():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        ImageEncoderNet((3, 30, 30), 4, 1, 32, 3, 2)
+    enc = ImageEncoderNet((3, 32, 32), 4, 1, 32, 3, 2)
+    with pytest.raises(ValueError, match=r"expected images of shape \[3, 32, 32\]"):
+        enc(torch.rand(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize("guide_cls", [ImageGuide, JointGuide])
+def test_model_and_guide_site_shapes(guide_cls):
+    net = tiny_net()
+    model, guide = VLVAE(net), guide_cls(net)
+    x, y = batch(net, 4)
+    guide_trace = poutine.trace(guide.guide).get_trace(x, y)
+    model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x, y)
+    sites = {**{k: v for k, v in model_trace.nodes.items() if v["type"] == "sample"}}
+    assert sites["z"]["fn"].batch_shape == (4,) and sites["z"]["fn"].event_shape == (net.z_dim,)
+    assert sites["x"]["fn"].batch_shape == (4,) and sites["x"]["fn"].event_shape == net.image_shape
+    assert sites["y"]["fn"].batch_shape == (4,) and sites["y"]["fn"].event_shape == (net.text_length,)
+    assert guide_trace.nodes["z"]["fn"].batch_shape == (4,)
+    model_trace.compute_log_prob()
+    assert all(torch.isfinite(s["log_prob"]).all() for s in sites.values())
+
+
+def test_model_leaves_out_missing_modalities_and_vectorises_over_particles():
+    net = tiny_net()
+    model = VLVAE(net).eval()
+    x, y = batch(net, 3)
+    assert "y" not in poutine.trace(model.model).get_trace(x, None).nodes
+    assert "x" not in poutine.trace(model.model).get_trace(None, y).nodes
+    with pyro.plate("particles", 5, dim=-2):
+        trace = poutine.trace(model.model).get_trace(x, y)
+    trace.compute_log_prob()
+    assert trace.nodes["x"]["log_prob"].shape == (5, 3)
+    assert trace.nodes["y"]["log_prob"].shape == (5, 3)
+
+
+def test_beta_likelihood_finite_at_pixel_extremes():
+    net = tiny_net()
+    model = VLVAE(net)
+    x = torch.zeros((2,) + net.image_shape)
+    x[1] = 1.0
+    with torch.no_grad():
+        for p in model.image_decoder.parameters():
+            p.mul_(100)  # saturate alpha towards 0 and 1
+    trace = poutine.trace(model.model).get_trace(x, None)
+    trace.compute_log_prob()
+    assert torch.isfinite(trace.nodes["x"]["log_prob"]).all()
+
+
+def test_elbo_loss_matches_pyro_trace_elbo():
+    net = tiny_net()
+    model, guide = VLVAE(net).eval(), ImageGuide(net).eval()
+    x, y = batch(net, 4)
+    kw = dict(annealing=0.3, x_weight=0.5, y_weight=20.0)
+    pyro.set_rng_seed(1)
+    ours, terms = elbo_loss(model, guide, x, y, **kw)
+    pyro.set_rng_seed(1)
+    from functools import partial
+    theirs = Trace_ELBO().differentiable_loss(
+        partial(model.model, **kw), partial(guide.guide, annealing=kw["annealing"]), x, y) / 4
+    assert torch.allclose(ours, theirs, rtol=1e-5)
+    unweighted = -(0.5 * terms["log_px"] + 20 * terms["log_py"] - 0.3 * terms["kl"])
+    assert torch.allclose(ours, unweighted, rtol=1e-4)
+
+
+def test_warmup_starts_positive_and_reaches_one():
+    assert 0 < warmup(0, 20_000) < 1e-4
+    assert warmup(9_999, 20_000) == pytest.approx(0.5)
+    assert warmup(19_999, 20_000) == 1.0 and warmup(10**6, 20_000) == 1.0
+    assert warmup(0, 0) == 1.0
+
+
+def test_loss_decreases_on_a_fixed_batch(tiny_scenes):
+    torch.manual_seed(0)
+    net = tiny_net()
+    model, guide = VLVAE(net), ImageGuide(net)
+    x, y = tiny_scenes
+    opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=3e-3)
+    losses = []
+    for step in range(40):
+        loss, _ = elbo_loss(model, guide, x, y, x_weight=0.25, y_weight=10.0, annealing=warmup(step, 10))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+@pytest.mark.cuda
+def test_training_step_on_cuda():
+    net = tiny_net()
+    model, guide = VLVAE(net).cuda(), JointGuide(net).cuda()
+    x, y = (t.cuda() for t in batch(net, 4))
+    loss, _ = elbo_loss(model, guide, x, y)
+    loss.backward()
+    assert loss.is_cuda and all(p.grad.is_cuda for p in guide.parameters() if p.grad is not None)
+    z = model.prior(3).sample()
+    images, texts = model.generate(z)
+    assert images.is_cuda and texts.is_cuda

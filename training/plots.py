@@ -1,0 +1,39 @@
+"""Image grids with captions (decoded or given text), saved as PNG."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save_grid(path, images, captions=None, ncols: int = 8, title: str | None = None) -> Path:
+    """Save images ([N, C, H, W] in [0, 1], torch or numpy) in a grid, each with its caption below.
+
+    Long captions are wrapped onto lines of about four words, so a 9-word text stays legible.
+    """
+    images = images.detach().cpu().numpy() if hasattr(images, "detach") else images
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.7 * ncols, 2.15 * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        image = images[k].transpose(1, 2, 0)
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        if captions is not None:
+            words = str(captions[k]).split()
+            ax.set_title("\n".join(" ".join(words[i:i + 4]) for i in range(0, len(words), 4)), fontsize=6.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

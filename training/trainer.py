@@ -1,0 +1,158 @@
+"""The training loop shared by every scheme, and loading a trained run back in one call."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from datasets.loader import BatchLoader
+from datasets.registry import make_dataset
+from datasets.vocab import Vocabulary
+from training import samples
+from training.config import RunConfig
+from training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
+from training.schemes import BASE_GUIDES, Components, build
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for but CUDA is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def load_base(components: Components, base: RunDir) -> None:
+    """Copy the trained VLVAE and q(z|x) of ``base`` into ``components`` (for text guides and q(z))."""
+    base_config = base.config()
+    config = components.config
+    if base_config.guide != "image":
+        raise RunError(f"base run {base.path} trained guide {base_config.guide!r}; text guides and the prior "
+                       f"need a base trained with --guide image")
+    if base_config.data.name != config.data.name or base_config.net.vocab != config.net.vocab:
+        raise RunError(f"base run {base.path} was trained on {base_config.data.name!r} with vocabulary "
+                       f"{base_config.net.vocab}; this run uses {config.data.name!r} with {config.net.vocab}")
+    if base_config.net != config.net:
+        raise RunError(f"base run {base.path} has other network shapes than this run's config; "
+                       f"use the same --preset and --image-size as the base")
+    state = base.latest_checkpoint()
+    _load_modules(components.frozen(), {"model": state["model"], "image_guide": state["guide"]}, base.path)
+
+
+def _save_base(components: Components, run: RunDir, base: RunDir) -> None:
+    atomic_save({"source": str(base.path.resolve()), **{k: m.state_dict() for k, m in components.frozen().items()}},
+                run.base_path)
+
+
+def _load_modules(modules: dict, state: dict, source) -> None:
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+    except (KeyError, RuntimeError) as e:
+        raise RunError(f"{source} does not fit this run's networks ({str(e).splitlines()[0]}); "
+                       f"was it made with another preset, dataset or vocabulary?") from None
+
+
+def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None, resume: bool = False,
+          progress: bool = True) -> Components:
+    """Train ``config.guide`` (with the model for base schemes) into ``run``; returns the components."""
+    train_set = make_dataset(config.data, "train", progress=progress)
+    val_set = make_dataset(config.data, "val", progress=progress)
+    config.net.vocab = train_set.vocab.to_list()
+    config.net.text_length = train_set.text_length
+    config.net.image_shape = tuple(train_set.image_shape)
+    components = build(config)
+    if resume:
+        if run.config() != config:
+            raise RunError(f"{run.path} was started with another configuration; resume it without changing flags")
+        state = run.latest_checkpoint()
+    else:
+        run.create(config)
+        state = None
+    if not components.trains_model:
+        if resume:
+            _load_modules(components.frozen(), load_file(run.base_path, "base weights"), run.base_path)
+        else:
+            load_base(components, base)
+            _save_base(components, run, base)
+    components.to(device)
+    components.freeze()
+    params = [p for m in components.trained().values() for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=config.train.lr)
+    seed_everything(config.train.seed)
+    start = 0
+    if state is not None:
+        _load_modules(components.trained(), state, "the last checkpoint")
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start = state["step"]
+    loader = BatchLoader(train_set, config.train.batch_size, device, seed=config.train.seed)
+    fixed = samples.fixed_batch(val_set, device)
+    for m in components.trained().values():
+        m.train()
+
+    t = config.train
+
+    def checkpoint(step):
+        run.save_checkpoint(step, {**{k: m.state_dict() for k, m in components.trained().items()},
+                                   "optimizer": optimizer.state_dict()}, keep=t.keep_checkpoints)
+        samples.save(components, fixed, run.samples / f"step_{step:07d}.png")
+
+    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, disable=not progress,
+               desc=f"{config.model}/{config.guide}", dynamic_ncols=True)
+    started = time.time()
+    for step in bar:
+        x, y = loader.batch(step)
+        loss, terms = components.loss(step, x, y)
+        if not math.isfinite(loss.item()):
+            raise RunError(f"loss became {loss.item()} at step {step} (terms: "
+                           f"{ {k: round(v.item(), 3) for k, v in terms.items()} }); the last good checkpoint is in "
+                           f"{run.checkpoints}; lower --lr and --resume")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done = step + 1
+        if done % t.log_every == 0 or done == t.steps:
+            record = {"step": done, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                      "seconds": round(time.time() - started, 2)}
+            run.log(record)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "seconds")})
+        if done % t.checkpoint_every == 0 or done == t.steps:
+            checkpoint(done)
+    for m in components.modules():
+        m.eval()
+    return components
+
+
+def load_run(path, device="cpu") -> Components:
+    """A trained run directory as ready-to-use networks (eval mode, on ``device``).
+
+    For ``prior_agg`` runs the learned prior is installed as the model's prior.
+    """
+    run = RunDir(path)
+    config = run.config()
+    components = build(config)
+    _load_modules(components.trained(), run.latest_checkpoint(), run.path)
+    if not components.trains_model:
+        _load_modules(components.frozen(), load_file(run.base_path, "base weights"), run.base_path)
+    if config.guide == "prior_agg":
+        components.model.prior_flow = components.guide.flow
+    components.to(device)
+    for m in components.modules():
+        m.eval()
+    return components
+
+
+def vocabulary(components: Components) -> Vocabulary:
+    return Vocabulary(components.config.net.vocab)
