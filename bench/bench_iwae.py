@@ -188,6 +188,7 @@ def measure_memory(args: argparse.Namespace, k: int, chunk: int | None) -> tuple
     cmd = [
         sys.executable, os.path.abspath(__file__), "--memory-child",
         "--device", args.device, "--batch", str(args.batch), "--seed", str(args.seed),
+        "--threads", str(args.threads),
         "--mem-k", str(k), "--mem-chunk-size", str(chunk if chunk else 0),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -214,6 +215,8 @@ def parse_args() -> argparse.Namespace:
     add("--skip-memory", action="store_true", help="do not run the memory measurement")
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu",
         help="cpu or cuda (default: cuda when available)")
+    add("--threads", type=int, default=0,
+        help="torch intra-op threads; 0 = torch's default (one per core)")
     add("--seed", type=int, default=0, help="seed for weights, data and draws (default 0)")
     add("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,6 +227,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args)
         return

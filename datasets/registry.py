@@ -15,20 +15,36 @@ DATASETS = {
 }
 
 
+CLASSES = {"two_objects": TwoObjects, "single_object": SingleObject, "celeba": CelebA, "mnist": MNIST}
+FIXED_SIZES = {"celeba": 64, "mnist": 28}
+
+
+def _class(name: str):
+    if name not in CLASSES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return CLASSES[name]
+
+
+def describe(data) -> tuple:
+    """(vocab, text_length, image_shape) of the dataset ``data`` describes, without loading it."""
+    cls = _class(data.name)
+    if data.name in FIXED_SIZES:
+        _fixed_size(data.name, data.image_size, FIXED_SIZES[data.name])
+    channels = 1 if cls is MNIST else 3
+    return cls.vocab, cls.text_length, (channels, data.image_size, data.image_size)
+
+
 def make_dataset(data, split: str, progress: bool = True):
     """The ``split`` ("train" or "val") of the dataset that ``data`` (a DataConfig) describes."""
-    name = data.name
+    name, cls = data.name, _class(data.name)
+    if name in FIXED_SIZES:
+        _fixed_size(name, data.image_size, FIXED_SIZES[name])
     if name in ("two_objects", "single_object"):
-        cls = TwoObjects if name == "two_objects" else SingleObject
         return cls(data.root, split, image_size=data.image_size, num_train=data.num_train, num_val=data.num_val,
                    seed=data.seed, progress=progress)
     if name == "celeba":
-        _fixed_size(name, data.image_size, 64)
         return CelebA(data.root, split, seed=data.seed, progress=progress)
-    if name == "mnist":
-        _fixed_size(name, data.image_size, 28)
-        return MNIST(data.root, "test" if split == "val" else split, seed=data.seed)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return MNIST(data.root, "test" if split == "val" else split, seed=data.seed)
 
 
 def _fixed_size(name: str, asked: int, size: int) -> None:

@@ -9,15 +9,21 @@ in the local frame with the *same* t (d' is not renormalised), so one hit distan
 Each shape gives the interval [t_near, t_far] where a ray is inside it (NaN where it
 misses); a ray hits when t_near <= t_far and t_far > 0. The camera sees an object where
 its ray hits it, the ground elsewhere; a point is in shadow where the ray from it towards
-the sun hits another object. Shading (display space, no gamma):
-    rubber: colour * (ambient(n) + KEY * max(n.l, 0) * visible)
-    metal:  METAL_DIFFUSE * rubber + colour * METAL_REFLECT * env(reflected ray)
-            + SPECULAR * (n.h)^64 * visible        (white highlight, h = half vector)
+the sun hits another object. Shading (display space, no gamma), with n the normal, l the sun,
+h the half vector between l and the view, sun = max(n.l, 0) if the sun reaches the point else 0:
+    light  = AMBIENT * (AMBIENT_DOWN + (1 - AMBIENT_DOWN) * (1 + n_z) / 2) + KEY * sun
+    rubber = colour * light
+    metal  = colour * (METAL_DIFFUSE * light + GLOSS * (n.h)^8) + SPECULAR * (n.h)^64   (where sun > 0)
+             + METAL_REFLECT * (METAL_TINT * colour + 1 - METAL_TINT) * env(reflected view ray)
+env is ENV_GROUND below the horizon and ENV_SKY above it (a soft step), so metal reflects a
+bright sky on top faces and the dark ground on its sides. Ground: GROUND_GREY * (AMBIENT + KEY * l_z),
+times GROUND_SHADOW in shadow.
 Every pixel is the mean of SUPERSAMPLE x SUPERSAMPLE rays. Work is restricted to a window
 around each object and its shadow, the same window size for a whole batch of scenes, so the
-numpy arrays are [scenes, window rows, window cols]. Only +, -, *, /, sqrt, min and max touch
-per-pixel values (no BLAS, no transcendental functions), so a pixel's value does not depend on
-which other scenes share its batch.
+numpy arrays are [scenes, window rows, window cols]. Per-pixel values only meet exactly rounded
+element-wise operations (+ - * / sqrt, min, max, comparisons; no BLAS, no transcendental
+functions, no float reductions), so a pixel's value does not depend on which other scenes share
+its batch or how large the window is.
 """
 from __future__ import annotations
 
@@ -48,16 +54,17 @@ LIGHT = (-0.6, -0.45, 0.95)
 
 GROUND_GREY = 0.62
 GROUND_SHADOW = 0.6  # shadowed ground keeps this fraction of its light
-AMBIENT = 0.42  # ambient light on an upward-facing surface
+AMBIENT = 0.5  # ambient light on an upward-facing surface
 AMBIENT_DOWN = 0.5  # fraction of AMBIENT that reaches a downward-facing surface
-KEY = 0.62  # sun strength
+KEY = 0.55  # sun strength
 METAL_DIFFUSE = 0.25
 METAL_REFLECT = 0.6
+METAL_TINT = 0.8  # metal reflections: this much the metal's colour, the rest white
 SPECULAR = 1.2
 SPECULAR_SQUARINGS = 6  # exponent 2^6 = 64, by repeated squaring
 GLOSS = 0.5  # a broad highlight on metal, exponent 2^3 = 8
 GLOSS_SQUARINGS = 3
-ENV_GROUND, ENV_SKY = 0.3, 1.5  # brightness reflected from the ground and from the sky
+ENV_GROUND, ENV_SKY = 0.2, 1.5  # brightness reflected from the ground and from the sky
 ENV_HORIZON_SHARPNESS = 3.0
 
 
@@ -314,9 +321,11 @@ def _shade(slot: _Slot, normal, direction, visible):
     d_dot_n = sum(d * n for d, n in zip(direction, normal))
     reflected_z = direction[2] - 2 * d_dot_n * normal[2]
     env = ENV_GROUND + (ENV_SKY - ENV_GROUND) * np.clip(0.5 + ENV_HORIZON_SHARPNESS * reflected_z, 0, 1)
-    white = (SPECULAR * highlight) * (sun > 0)
-    return tuple(np.where(slot.metal, c * (METAL_DIFFUSE * light + METAL_REFLECT * env + GLOSS * gloss * (sun > 0)) + white,
-                          c * light) for c in slot.colour)
+    lit = sun > 0
+    white = SPECULAR * highlight * lit
+    return tuple(np.where(slot.metal, c * (METAL_DIFFUSE * light + GLOSS * gloss * lit)
+                          + METAL_REFLECT * (METAL_TINT * c + (1 - METAL_TINT)) * env + white, c * light)
+                 for c in slot.colour)
 
 
 def _downsample(x: np.ndarray) -> np.ndarray:
@@ -375,6 +384,8 @@ def render(objects: Objects, image_size: int) -> Rendering:
             casts.append((direction, t, hit))
         for j, (slot, (direction, t, hit)) in enumerate(zip(slots, casts)):
             hit_scene = np.nonzero(hit)[0]
+            if len(hit_scene) == 0:  # object j is out of frame in every scene
+                continue
             t, d = t[hit], tuple(c[hit] for c in direction)
             point = tuple(c + t * dc for c, dc in zip(CAMERA, d))
             norm = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])

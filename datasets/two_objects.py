@@ -11,9 +11,11 @@ with dir_REL the camera's right / left / front / behind axes projected on the gr
 true (order, relation) pairs one is picked at random; scenes with none are redrawn.
 Single Object: one rubber sphere, small or large, red or blue; text ``size colour``.
 
-Scene i of a split is drawn from ``np.random.default_rng([seed, split_code, i])`` and rendered
-in the fixed chunk of CHUNK indices that holds i, so a dataset is the same bit for bit whatever
-the number of worker processes. Generated splits are cached (memory-mapped) under
+Scene i of a split is drawn from ``np.random.default_rng([seed, split_code, i])``: its text and
+metadata depend on nothing else (not on the image size). Scenes are rendered in batches of CHUNK
+consecutive indices, and a pixel does not depend on the other scenes of its batch (see
+``datasets.render``), so sample i is the same bit for bit whatever the number of worker
+processes or the size of the split. Generated splits are cached (memory-mapped) under
 ``root/two_objects/<cache_key(parameters)>``.
 
 Metadata (``dataset.metadata``), one row per sample, k objects per scene:
@@ -28,7 +30,6 @@ import math
 import multiprocessing
 import os
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -47,16 +48,16 @@ RELATION_THRESHOLD = 0.2  # scene units along the relation's direction
 FRAME_MARGIN = 0.02  # each object's image box keeps this fraction of the image from the edges
 OBJECT_GAP = 0.01  # and this fraction from the other object's box
 PLACEMENT_TRIES = 100  # positions tried per object before the scene is redrawn
-CHUNK = 32  # scenes rendered in one batch; chunk c holds indices [c * CHUNK, (c + 1) * CHUNK)
+CHUNK = 8  # scenes rendered in one batch; chunk c holds indices [c * CHUNK, (c + 1) * CHUNK)
 
 VOCAB = Vocabulary([*SIZES, *COLOURS, *MATERIALS, *SHAPES, *RELATIONS])
 SINGLE_COLOURS = ("red", "blue")
 SINGLE_VOCAB = Vocabulary([*SIZES, *SINGLE_COLOURS])
 _DIRECTIONS = np.stack([render.ground_directions()[r] for r in RELATIONS])  # [4, 2]
-_ANY = {"size": range(len(SIZES)), "colour": range(len(COLOURS)),
-        "material": range(len(MATERIALS)), "shape": range(len(SHAPES))}
-_SINGLE = {"size": range(len(SIZES)), "colour": [list(COLOURS).index(c) for c in SINGLE_COLOURS],
-           "material": [MATERIALS.index("rubber")], "shape": [SHAPES.index("sphere")]}
+_ANY_OBJECT = {"size": range(len(SIZES)), "colour": range(len(COLOURS)),  # attribute -> indices to draw from
+               "material": range(len(MATERIALS)), "shape": range(len(SHAPES))}
+_SINGLE_OBJECT = {"size": range(len(SIZES)), "colour": [list(COLOURS).index(c) for c in SINGLE_COLOURS],
+                  "material": [MATERIALS.index("rubber")], "shape": [SHAPES.index("sphere")]}
 
 
 def true_relations(a: np.ndarray, b: np.ndarray) -> list[int]:
@@ -95,8 +96,11 @@ def _scene(objects: list[dict], words: list[str], **extra) -> tuple[dict, list[s
 
 
 class _RenderedScenes(torch.utils.data.Dataset):
-    """Shared machinery: validation, generation in worker processes, caching, item access.
+    """A split of rendered scenes, generated once in ``workers`` processes and cached under ``root``.
 
+    Attributes: ``images`` uint8 [N, 3, H, W], ``tokens`` int64 [N, text_length], ``metadata``
+    (see the module docstring), ``image_shape`` (3, H, W); all arrays memory-mapped read-only.
+    ``dataset[i]`` is (float32 image [3, H, W] in [0, 1] passed through ``transform``, long tokens).
     Subclasses set ``name``, ``vocab``, ``text_length`` and ``sample_scene(rng) -> (metadata, words)``.
     """
     name: str
@@ -125,10 +129,6 @@ class _RenderedScenes(torch.utils.data.Dataset):
         self.image_shape = tuple(self.images.shape[1:])
         self.transform = transform
 
-    @staticmethod
-    def sample_scene(rng: np.random.Generator) -> tuple[dict, list[str]]:
-        raise NotImplementedError
-
     def text(self, i: int) -> str:
         return self.vocab.decode(self.tokens[i].tolist())
 
@@ -154,18 +154,15 @@ class TwoObjects(_RenderedScenes):
 
     @staticmethod
     def sample_scene(rng):
-        while True:
-            objects = []
-            for _ in range(2):
-                obj = _place(rng, _ANY, [o["box"] for o in objects])
-                if obj is None:
-                    break
-                objects.append(obj)
-            else:
-                pairs = [(first, r) for first in (0, 1)
-                         for r in true_relations(objects[first]["position"], objects[1 - first]["position"])]
-                if pairs:
-                    break
+        """Two objects apart in the frame, named in a random true (order, relation); redrawn until one is true."""
+        pairs = []
+        while not pairs:
+            a = _place(rng, _ANY_OBJECT, [])
+            b = _place(rng, _ANY_OBJECT, [a["box"]]) if a else None
+            if b:
+                pairs = [(first, r) for first, (one, other) in enumerate(((a, b), (b, a)))
+                         for r in true_relations(one["position"], other["position"])]
+        objects = [a, b]
         first, relation = pairs[rng.integers(len(pairs))]
         words = _words(objects[first]) + [RELATIONS[relation]] + _words(objects[1 - first])
         return _scene(objects, words, first=first, relation=relation)
@@ -183,9 +180,10 @@ class SingleObject(_RenderedScenes):
 
     @staticmethod
     def sample_scene(rng):
+        """One object with the Single Object attributes anywhere in the frame."""
         obj = None
         while obj is None:
-            obj = _place(rng, _SINGLE, [])
+            obj = _place(rng, _SINGLE_OBJECT, [])
         return _scene([obj], _words(obj)[:2])
 
 

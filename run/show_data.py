@@ -35,7 +35,10 @@ def main(argv=None):
     cls = DATASETS[args.dataset]
     options = {} if args.image_size is None else {"image_size": args.image_size}
     counts = {"num_train": args.num} if args.split == "train" else {"num_val": args.num}
-    data = cls(root=args.root, split=args.split, seed=args.seed, **options, **counts)
+    try:
+        data = cls(root=args.root, split=args.split, seed=args.seed, **options, **counts)
+    except ValueError as e:
+        parser.error(str(e))
     size = data.image_shape[-1]
     out = Path(args.out or f"{args.dataset}_{size}px.png")
 

@@ -90,8 +90,6 @@ def make_config(args, device) -> RunConfig:
         if value is not None:
             setattr(getattr(config, section), field, value)
     config.train.text_true_weighted = args.text_true_weighted
-    size = config.data.image_size
-    config.net.image_shape = (config.net.image_shape[0], size, size)
     return config
 
 

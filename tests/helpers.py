@@ -5,7 +5,7 @@ import torch
 
 from datasets.two_objects import VOCAB
 from models.vlvae import VLVAEConfig
-from training.config import preset
+from training.config import preset, resolve
 
 
 def tiny_net(image_size: int = 32, **changes) -> VLVAEConfig:
@@ -29,4 +29,4 @@ def tiny_config(tmp_path, guide: str = "image", steps: int = 4):
     config.guide = guide
     config.data.root = str(tmp_path / "data")
     config.train.steps = steps
-    return config
+    return resolve(config)

@@ -88,6 +88,15 @@ def _tiny() -> RunConfig:
     )
 
 
+def resolve(config: RunConfig) -> RunConfig:
+    """Fill the network's vocabulary, text length and image shape in from the dataset."""
+    from datasets.registry import describe
+
+    vocab, config.net.text_length, config.net.image_shape = describe(config.data)
+    config.net.vocab = vocab.to_list()
+    return config
+
+
 PRESETS = {"paper": _paper, "cpu": _cpu, "tiny": _tiny}
 
 

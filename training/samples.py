@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datasets.vocab import Vocabulary
 from training.plots import save_grid
 
 NUM_FIXED = 8        # validation pairs shown in every grid
@@ -26,7 +25,7 @@ def save(components, fixed, path) -> None:
     modes = {m: m.training for m in components.modules()}
     for m in modes:
         m.eval()
-    vocab = Vocabulary(components.config.net.vocab)
+    vocab = components.vocab
     model, x, y = components.model, *fixed
     name = components.config.guide
     if components.trains_model:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from datasets.vocab import Vocabulary
 from guides.base import Guide
 from guides.encoders import ImageGuide, JointGuide
 from guides.objectives import aggregate_loss, elbo_loss
@@ -75,6 +76,24 @@ class Components:
         for m in self.frozen().values():
             m.requires_grad_(False)
             m.eval()
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return Vocabulary(self.config.net.vocab)
+
+    @torch.no_grad()
+    def sample_from_text(self, texts: list[str], num_samples: int = 1):
+        """Images [T, S, C, H, W] and texts decoded from S samples z ~ q(z|y) of each given text.
+
+        Needs a text guide (``text_true`` or ``text_agg``); unknown words are a ValueError naming them.
+        """
+        if self.config.guide not in ("text_true", "text_agg"):
+            raise ValueError(f"a {self.config.guide!r} run has no q(z|y); load a text_true or text_agg run")
+        device = next(self.guide.parameters()).device
+        y = self.vocab.encode_batch(texts, self.config.net.text_length).to(device)
+        z = self.guide.distribution(None, y).sample((num_samples,)).transpose(0, 1)
+        images, tokens = self.model.generate(z)
+        return images, [self.vocab.decode_batch(row) for row in tokens]
 
     def loss(self, step: int, x, y) -> tuple[torch.Tensor, dict]:
         t, name = self.config.train, self.config.guide

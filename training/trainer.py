@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyro
 import torch
 from tqdm.auto import tqdm
 
 from datasets.loader import BatchLoader
 from datasets.registry import make_dataset
-from datasets.vocab import Vocabulary
 from training import samples
-from training.config import RunConfig
+from training.config import RunConfig, resolve
 from training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
 from training.schemes import BASE_GUIDES, Components, build
 
@@ -67,12 +67,9 @@ def _load_modules(modules: dict, state: dict, source) -> None:
 def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None, resume: bool = False,
           progress: bool = True) -> Components:
     """Train ``config.guide`` (with the model for base schemes) into ``run``; returns the components."""
+    components = build(resolve(config))  # network shapes are checked before any data is made
     train_set = make_dataset(config.data, "train", progress=progress)
     val_set = make_dataset(config.data, "val", progress=progress)
-    config.net.vocab = train_set.vocab.to_list()
-    config.net.text_length = train_set.text_length
-    config.net.image_shape = tuple(train_set.image_shape)
-    components = build(config)
     if resume:
         if run.config() != config:
             raise RunError(f"{run.path} was started with another configuration; resume it without changing flags")
@@ -114,7 +111,8 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     started = time.time()
     for step in bar:
         x, y = loader.batch(step)
-        loss, terms = components.loss(step, x, y)
+        with pyro.validation_enabled(step == start):  # shapes and supports are checked on the first step only
+            loss, terms = components.loss(step, x, y)
         if not math.isfinite(loss.item()):
             raise RunError(f"loss became {loss.item()} at step {step} (terms: "
                            f"{ {k: round(v.item(), 3) for k, v in terms.items()} }); the last good checkpoint is in "
@@ -152,7 +150,3 @@ def load_run(path, device="cpu") -> Components:
     for m in components.modules():
         m.eval()
     return components
-
-
-def vocabulary(components: Components) -> Vocabulary:
-    return Vocabulary(components.config.net.vocab)

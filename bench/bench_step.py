@@ -1,0 +1,88 @@
+"""Step time of the Pyro training step (Eq. 1) against the same networks and loss written in
+plain PyTorch, measured in one run with the two interleaved so machine noise hits both alike.
+
+    python bench/bench_step.py --preset cpu          # 64x64, batch 32
+    python bench/bench_step.py --preset paper        # 112x112, batch 20 (use a GPU)
+
+Prints the median step time of each and their ratio (target: Pyro <= 1.15x plain).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch  # noqa: E402
+from torch.distributions import Beta, Normal  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from models.vlvae import ALPHA_EPS, PIXEL_EPS  # noqa: E402
+from training.config import preset, resolve  # noqa: E402
+from training.schemes import build  # noqa: E402
+
+
+def plain_loss(model, guide, x, y, annealing, x_weight, y_weight):
+    """-Eq. 1 per datapoint, written directly in PyTorch (the reference)."""
+    loc, scale = guide.head(guide.encoder(x))
+    z = loc + scale * torch.randn_like(loc)
+    kl = (Normal(loc, scale).log_prob(z) - Normal(torch.zeros_like(z), 1.0).log_prob(z)).sum(-1)
+    h = model.decoder(z)
+    alpha = torch.sigmoid(model.image_decoder(h)).clamp(ALPHA_EPS, 1 - ALPHA_EPS)
+    c = model.config.concentration
+    log_px = Beta(c * alpha, c * (1 - alpha)).log_prob(x.clamp(PIXEL_EPS, 1 - PIXEL_EPS)).sum((-3, -2, -1))
+    logits = model.text_decoder.logits(h, y)
+    log_py = -(F.cross_entropy(logits.transpose(1, 2), y, reduction="none") * (y != 0)).sum(-1)
+    return -(x_weight * log_px + y_weight * log_py - annealing * kl).mean()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="cpu", help="network and batch preset: cpu, paper or tiny (default cpu)")
+    p.add_argument("--steps", type=int, default=30, help="timed steps of each kind (default 30)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    args = p.parse_args(argv)
+    config = resolve(preset(args.preset))
+    device = torch.device(args.device)
+    components = build(config).to(device)
+    model, guide = components.model, components.guide
+    t = config.train
+    params = list(model.parameters()) + list(guide.parameters())
+    optimizer = torch.optim.Adam(params, lr=t.lr)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((t.batch_size,) + config.net.image_shape, generator=g).to(device)
+    y = torch.randint(1, len(config.net.vocab) + 1, (t.batch_size, config.net.text_length), generator=g).to(device)
+
+    def pyro_step():
+        return components.loss(t.warmup_steps // 2, x, y)[0]
+
+    def plain_step():
+        return plain_loss(model, guide, x, y, 0.5, t.x_weight, t.y_weight)
+
+    times = {"pyro": [], "plain": []}
+    for i in range(args.steps + 3):
+        for name, step in (("pyro", pyro_step), ("plain", plain_step)):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            loss = step()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 3:  # warm-up steps are not timed
+                times[name].append(time.perf_counter() - start)
+    pyro_s, plain_s = statistics.median(times["pyro"]), statistics.median(times["plain"])
+    print(f"preset {args.preset}, batch {t.batch_size}, image {config.net.image_shape}, device {device}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"pyro step  {pyro_s * 1000:8.1f} ms (median of {args.steps})")
+    print(f"plain step {plain_s * 1000:8.1f} ms")
+    print(f"ratio pyro/plain {pyro_s / plain_s:.3f} (target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluating trained runs: the VLVAE's importance-weighted bounds and the paper's tables."""

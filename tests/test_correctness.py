@@ -1,0 +1,208 @@
+"""Correctness classifiers (VLVAE paper 5.4): the correctness rules on stub classifiers, the
+relation input, persistence, training on tiny rendered and fabricated data, and the CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from datasets import celeba
+from datasets.celeba import CelebA
+from datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB, TwoObjects, true_relations
+from metrics.correctness import (CONFIG_FILE, OBJECT_SLOTS, RELATION_SLOT, SLOT_NAMES, WEIGHTS_FILE, CelebAClassifier,
+                                 ClassifierConfig, TwoObjectsClassifier, celeba_correctness, correctness,
+                                 get_or_train_classifier, load_classifier, save_classifier, train_classifier,
+                                 two_objects_correctness)
+from run import classifier as cli
+from tests.test_celeba import make_celeba
+from training.config import DataConfig
+from training.rundir import RunError
+
+TINY = ClassifierConfig(channels=4, hidden=16, steps=40, batch_size=16, lr=3e-3)
+OPPOSITE = {"right": "left", "left": "right", "front": "behind", "behind": "front"}
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Eight rendered 32x32 scenes: (dataset, images float [8, 3, 32, 32], tokens [8, 9])."""
+    data = TwoObjects(tmp_path_factory.mktemp("scenes"), "train", image_size=32, num_train=8, num_val=1,
+                      progress=False, workers=1)
+    return data, torch.from_numpy(np.array(data.images)).float() / 255, torch.from_numpy(np.array(data.tokens))
+
+
+class Oracle(nn.Module):
+    """Knows every scene of ``dataset``: given one of its images and a relation, names the object that
+    is REL of the other first, as the text would; ``sign=-1`` makes it name anything but those words."""
+    kind = "two_objects"
+
+    def __init__(self, dataset, sign=1.0):
+        super().__init__()
+        self.dataset, self.sign = dataset, sign
+        self.images = torch.from_numpy(np.array(dataset.images)).float().flatten(1) / 255
+
+    def forward(self, images, relation):
+        index = torch.cdist(images.flatten(1), self.images).argmin(1)
+        logits = torch.zeros(len(images), len(OBJECT_SLOTS), len(VOCAB))
+        for row, (i, r) in enumerate(zip(index.tolist(), relation.tolist())):
+            position = self.dataset.metadata["position"][i]
+            first = 0 if r in true_relations(position[0], position[1]) else 1
+            words = [w for obj in (first, 1 - first) for w in self.object_words(i, obj)]
+            logits[row, range(len(OBJECT_SLOTS)), [VOCAB.ids[w] for w in words]] = 10.0 * self.sign
+        return logits
+
+    def object_words(self, i, obj):
+        m = self.dataset.metadata
+        return [list(SIZES)[m["size"][i, obj]], list(COLOURS)[m["colour"][i, obj]],
+                MATERIALS[m["material"][i, obj]], SHAPES[m["shape"][i, obj]]]
+
+
+def test_an_always_right_classifier_scores_one_also_on_the_reversed_description(scenes):
+    data, images, tokens = scenes
+    assert correctness(Oracle(data), images, tokens).tolist() == [1.0] * len(tokens)
+    # "A REL B" is the same scene as "B OPPOSITE(REL) A"
+    reversed_texts = torch.stack([VOCAB.encode(t.split()[5:] + [OPPOSITE[t.split()[4]]] + t.split()[:4])
+                                  for t in VOCAB.decode_batch(tokens)])
+    assert two_objects_correctness(Oracle(data), images, reversed_texts).tolist() == [1.0] * len(tokens)
+
+
+def test_an_always_wrong_classifier_scores_zero(scenes):
+    data, images, tokens = scenes
+    assert correctness(Oracle(data, sign=-1.0), images, tokens).tolist() == [0.0] * len(tokens)
+
+
+def test_malformed_texts_count_as_wrong(scenes):
+    data, images, tokens = scenes
+    texts = tokens[:4].clone()
+    texts[0, RELATION_SLOT] = VOCAB.ids["red"]        # no relation word: every slot wrong
+    texts[1, 0] = VOCAB.ids["red"]                    # a colour in the size slot
+    texts[2, 8] = VOCAB.ids["left"]                   # a relation in a shape slot
+    texts[3, 5:] = VOCAB.pad_id                       # a text that stops early
+    assert two_objects_correctness(Oracle(data), images[:4], texts).tolist() == [0.0, 7 / 8, 7 / 8, 4 / 8]
+
+
+def test_the_relation_word_changes_the_prediction(scenes):
+    _, images, _ = scenes
+    net = TwoObjectsClassifier(32, TINY).eval()
+    with torch.no_grad():
+        logits = [net(images, torch.full((len(images),), r)) for r in range(len(RELATIONS))]
+    assert all(not torch.allclose(logits[0], other) for other in logits[1:])
+
+
+def test_predictions_are_words_of_each_slots_kind(scenes):
+    _, images, tokens = scenes
+    with torch.no_grad():
+        predicted = TwoObjectsClassifier(32, TINY).eval()(images, torch.zeros(len(images), dtype=torch.long)).argmax(-1)
+    kinds = [SIZES, COLOURS, MATERIALS, SHAPES] * 2
+    assert all(VOCAB.words[w] in kinds[s] for row in predicted.tolist() for s, w in enumerate(row))
+
+
+class FixedProbabilities(nn.Module):
+    kind = "celeba"
+
+    def __init__(self, probabilities):
+        super().__init__()
+        self.logits = torch.logit(torch.tensor(probabilities))
+
+    def forward(self, images):
+        return self.logits.expand(len(images), -1)
+
+
+def test_celeba_correctness_counts_words_above_one_half_and_ignores_blanks():
+    p = [0.1] * len(celeba.WORDS)
+    for word, prob in {"Male": 0.9, "Smiling": 0.6, "Bangs": 0.4, "Female": 0.5}.items():
+        p[celeba.WORDS.index(word)] = prob
+    texts = CelebA.vocab.encode_batch([
+        ["Male", "Smiling"] + ["-"] * 7,                  # both above 1/2
+        ["Smiling", "Bangs", "-", "Male", "-"],          # 2 of 3, blanks and padding ignored
+        ["Female"] + ["-"] * 8,                          # exactly 1/2 is not above
+        ["Bangs", "Bangs", "Male"] + ["-"] * 6,          # a repeated word counts each time
+        ["-"] * 9,                                       # names nothing
+    ], length=9)
+    scores = correctness(FixedProbabilities(p), torch.zeros(5, 3, 64, 64), texts)
+    assert scores.tolist() == pytest.approx([1.0, 2 / 3, 0.0, 1 / 3, 0.0])
+    assert celeba_correctness(FixedProbabilities(p), torch.zeros(5, 3, 64, 64), texts, batch_size=2).tolist() == \
+        pytest.approx(scores.tolist())
+
+
+def test_save_and_load_give_identical_predictions(scenes, tmp_path):
+    _, images, tokens = scenes
+    for net, path in ((TwoObjectsClassifier(32, TINY), tmp_path / "two"), (CelebAClassifier(64, TINY), tmp_path / "ca")):
+        torch.nn.init.normal_(net.head.out[0].running_mean)  # buffers travel too
+        net.record = {"accuracy": {"word": 0.5}}
+        save_classifier(net, path)
+        loaded = load_classifier(path)
+        assert type(loaded) is type(net) and loaded.config == net.config and loaded.record == net.record
+        x = images if net.kind == "two_objects" else torch.rand(4, 3, 64, 64)
+        y = tokens if net.kind == "two_objects" else CelebA.vocab.encode_batch([["Male", "Bald"]] * 4, length=9)
+        assert torch.equal(correctness(loaded, x, y), correctness(net.eval(), x, y))
+        inputs = (x, torch.arange(len(x)) % 4) if net.kind == "two_objects" else (x,)
+        with torch.no_grad():
+            assert torch.equal(loaded(*inputs), net(*inputs))
+
+
+def test_missing_or_corrupt_classifier_folders_raise_run_error(tmp_path):
+    path = tmp_path / "clf"
+    with pytest.raises(RunError, match="no classifier"):
+        load_classifier(path)
+    save_classifier(TwoObjectsClassifier(32, TINY), path)
+    weights = (path / WEIGHTS_FILE).read_bytes()
+    (path / WEIGHTS_FILE).write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(RunError, match="corrupt"):
+        load_classifier(path)
+    save_classifier(TwoObjectsClassifier(32, ClassifierConfig(channels=8, hidden=16)), path)
+    info = json.loads((path / CONFIG_FILE).read_text())
+    (path / CONFIG_FILE).write_text(json.dumps({**info, "config": {**info["config"], "channels": 4}}))
+    with pytest.raises(RunError, match="does not fit"):
+        load_classifier(path)
+    (path / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(RunError, match="not a valid classifier"):
+        load_classifier(path)
+
+
+def test_get_or_train_trains_once_reduces_the_loss_and_then_loads(tmp_path, capsys):
+    data = DataConfig(image_size=32, num_train=64, num_val=16, root=str(tmp_path / "data"))
+    net = get_or_train_classifier(data, tmp_path / "clf", progress=False, config=TINY)
+    assert "training one" in capsys.readouterr().out
+    record = net.record
+    assert record["losses"][-1] < 0.8 * record["losses"][0]
+    assert set(record["accuracy"]) == {*SLOT_NAMES, "word", "all"}
+    assert all(0 <= a <= 1 for a in record["accuracy"].values()) and not net.training
+    again = get_or_train_classifier(data, tmp_path / "clf", progress=False, config=TINY)
+    assert "training" not in capsys.readouterr().out and again.record == record
+    with pytest.raises(RunError, match="trained on two_objects at 32x32"):
+        get_or_train_classifier(DataConfig(image_size=64), tmp_path / "clf")
+
+
+def test_celeba_classifier_trains_on_a_fabricated_folder(tmp_path, monkeypatch):
+    make_celeba(tmp_path / "celeba")
+    monkeypatch.setattr(celeba, "PAPER_TRAIN_SIZE", 8)  # 8 train, 4 val of the 12 fabricated images
+    data = DataConfig(name="celeba", image_size=64, root=str(tmp_path))
+    net = train_classifier(data, ClassifierConfig(channels=2, hidden=8, steps=3, batch_size=4), progress=False)
+    assert isinstance(net, CelebAClassifier)
+    assert set(net.record["accuracy"]) == {*celeba.WORDS, "word", "all"}
+
+
+def test_other_datasets_have_no_classifier():
+    with pytest.raises(ValueError, match="two_objects and celeba"):
+        train_classifier(DataConfig(name="mnist", image_size=28))
+
+
+def test_cli_trains_prints_every_slot_and_saves(tmp_path, capsys):
+    out = tmp_path / "clf"
+    assert cli.main(["--image-size", "32", "--num-train", "32", "--num-val", "8", "--steps", "2", "--batch-size", "8",
+                     "--channels", "2", "--data-root", str(tmp_path / "data"), "--out", str(out),
+                     "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert all(slot in printed for slot in SLOT_NAMES) and str(out) in printed
+    assert isinstance(load_classifier(out), TwoObjectsClassifier)
+    assert cli.main(["--dataset", "celeba", "--data-root", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_cli_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    flags = ["--dataset", "--image-size", "--num-train", "--num-val", "--data-root", "--steps", "--batch-size", "--lr",
+             "--seed", "--device", "--out", "--channels"]
+    assert all(flag in text for flag in flags)
