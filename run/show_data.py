@@ -6,14 +6,11 @@ import sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
-import math
+import argparse  # noqa: E402
+import math  # noqa: E402
 
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from datasets.two_objects import SingleObject, TwoObjects
+from datasets.two_objects import SingleObject, TwoObjects  # noqa: E402
+from training.plots import save_grid  # noqa: E402
 
 DATASETS = {"two_objects": TwoObjects, "single_object": SingleObject}
 WORDS_PER_LINE = 5  # Two Objects texts wrap after "size colour material shape relation"
@@ -42,19 +39,10 @@ def main(argv=None):
     size = data.image_shape[-1]
     out = Path(args.out or f"{args.dataset}_{size}px.png")
 
-    cols = math.ceil(math.sqrt(len(data)))
-    rows = math.ceil(len(data) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.6 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, ax in enumerate(axes.flat[:len(data)]):
-        ax.imshow(data.images[i].transpose(1, 2, 0), interpolation="nearest")
-        words = data.text(i).split()
-        ax.set_title("\n".join(" ".join(words[j:j + WORDS_PER_LINE]) for j in range(0, len(words), WORDS_PER_LINE)),
-                     fontsize=8, y=-0.02, va="top")
-    fig.suptitle(f"{args.dataset}, {args.split} split, seed {args.seed}, {size}x{size} px")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    images = data.images[:len(data)].astype("float32") / 255
+    save_grid(out, images, [data.text(i) for i in range(len(data))], ncols=math.ceil(math.sqrt(len(data))),
+              title=f"{args.dataset}, {args.split} split, seed {args.seed}, {size}x{size} px",
+              words_per_line=WORDS_PER_LINE)
     print(f"wrote {out}")
 
 

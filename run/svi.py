@@ -43,7 +43,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="image height and width (default: the preset's)")
     p.add_argument("--num-train", type=int, help="training images to render (Two Objects; default: the preset's)")
     p.add_argument("--num-val", type=int, help="validation images to render (Two Objects; default: the preset's)")
-    p.add_argument("--steps", type=int, help="optimisation steps (default: the preset's)")
+    p.add_argument("--steps", type=int, help="optimisation steps of the VLVAE (guides image, joint; default: "
+                                             "the preset's)")
+    p.add_argument("--guide-steps", type=int, help="optimisation steps of a text guide or the prior (default: "
+                                                   "the preset's)")
     p.add_argument("--batch-size", type=int, help="images per step (default: the preset's; paper 20)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's; paper 4e-4)")
     p.add_argument("--warmup-steps", type=int, help="steps over which the KL weight rises from ~0 to 1 "
@@ -66,10 +69,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 OVERRIDES = {  # flag -> (config section, field)
-    "dataset": ("data", "name"), "data_root": ("data", "root"), "image_size": ("data", "image_size"),
+    "data_root": ("data", "root"), "image_size": ("data", "image_size"),
     "num_train": ("data", "num_train"), "num_val": ("data", "num_val"), "steps": ("train", "steps"),
-    "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "warmup_steps": ("train", "warmup_steps"),
-    "x_weight": ("train", "x_weight"), "y_weight": ("train", "y_weight"), "num_flows": ("train", "num_flows"),
+    "guide_steps": ("train", "guide_steps"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "warmup_steps": ("train", "warmup_steps"), "x_weight": ("train", "x_weight"), "y_weight": ("train", "y_weight"), "num_flows": ("train", "num_flows"),
     "seed": ("train", "seed"),
 }
 
@@ -83,7 +86,7 @@ def make_config(args, device) -> RunConfig:
     name = args.preset or ("paper" if device.type == "cuda" else "cpu")
     if not args.preset:
         print(f"preset: {name} (on {device.type}; pick another with --preset)")
-    config = preset(name)
+    config = preset(name, args.dataset or "two_objects")
     config.model, config.guide = args.model, args.guide
     for flag, (section, field) in OVERRIDES.items():
         value = getattr(args, flag)
@@ -102,7 +105,7 @@ def run_training(config: RunConfig, out: Path, args, device) -> None:
         base_out = Path(args.base or f"runs/{config.model}-image-{config.preset}")
         base = RunDir(base_out)
         finished = base.exists() and base.checkpoint_paths() and \
-            base.latest_checkpoint()["step"] >= base.config().train.steps
+            base.latest_checkpoint()["step"] >= base.config().num_steps
         if not finished:
             if args.no_train_base:
                 raise RunError(f"no trained base VLVAE in {base_out}; train one with "
@@ -114,7 +117,7 @@ def run_training(config: RunConfig, out: Path, args, device) -> None:
     started = time.time()
     components = train(config, run, device=device, base=base, resume=args.resume, progress=not args.no_progress)
     last = (run.metrics() or [{}])[-1]
-    print(f"\n{config.model}/{config.guide} ({config.preset} preset) trained {config.train.steps} steps "
+    print(f"\n{config.model}/{config.guide} ({config.preset} preset) trained {config.num_steps} steps "
           f"in {time.time() - started:.0f} s on {device}")
     print("last logged: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))
     print(f"run directory: {run.path}  (samples in {run.samples}, load with "

@@ -28,5 +28,5 @@ def tiny_config(tmp_path, guide: str = "image", steps: int = 4):
     config = preset("tiny")
     config.guide = guide
     config.data.root = str(tmp_path / "data")
-    config.train.steps = steps
+    config.train.steps = config.train.guide_steps = steps
     return resolve(config)

@@ -10,10 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save_grid(path, images, captions=None, ncols: int = 8, title: str | None = None) -> Path:
+def save_grid(path, images, captions=None, ncols: int = 8, title: str | None = None,
+              words_per_line: int = 4) -> Path:
     """Save images ([N, C, H, W] in [0, 1], torch or numpy) in a grid, each with its caption below.
 
-    Long captions are wrapped onto lines of about four words, so a 9-word text stays legible.
+    Captions are wrapped every ``words_per_line`` words, so a 9-word text stays legible.
     """
     images = images.detach().cpu().numpy() if hasattr(images, "detach") else images
     n = len(images)
@@ -25,10 +26,12 @@ def save_grid(path, images, captions=None, ncols: int = 8, title: str | None = N
         if k >= n:
             continue
         image = images[k].transpose(1, 2, 0)
-        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
         if captions is not None:
             words = str(captions[k]).split()
-            ax.set_title("\n".join(" ".join(words[i:i + 4]) for i in range(0, len(words), 4)), fontsize=6.5)
+            lines = (" ".join(words[i:i + words_per_line]) for i in range(0, len(words), words_per_line))
+            ax.set_title("\n".join(lines), fontsize=6.5)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

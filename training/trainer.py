@@ -106,7 +106,8 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
                                    "optimizer": optimizer.state_dict()}, keep=t.keep_checkpoints)
         samples.save(components, fixed, run.samples / f"step_{step:07d}.png")
 
-    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, disable=not progress,
+    steps = config.num_steps
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
                desc=f"{config.model}/{config.guide}", dynamic_ncols=True)
     started = time.time()
     for step in bar:
@@ -121,12 +122,12 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
         loss.backward()
         optimizer.step()
         done = step + 1
-        if done % t.log_every == 0 or done == t.steps:
+        if done % t.log_every == 0 or done == steps:
             record = {"step": done, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
                       "seconds": round(time.time() - started, 2)}
             run.log(record)
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "seconds")})
-        if done % t.checkpoint_every == 0 or done == t.steps:
+        if done % t.checkpoint_every == 0 or done == steps:
             checkpoint(done)
     for m in components.modules():
         m.eval()
