@@ -24,6 +24,7 @@ from training.rundir import RunError  # noqa: E402
 from training.trainer import pick_device  # noqa: E402
 
 DEFAULTS = ClassifierConfig()
+SUMMARY_LABELS = {"word": "mean over slots", "all": "every slot right"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
     print(f"\n{args.dataset} classifier, {args.steps} steps in {record['seconds']:.0f} s on {device}; "
           f"validation accuracy:")
     for slot, accuracy in record["accuracy"].items():
-        print(f"  {slot:<20} {accuracy:.2%}")
+        print(f"  {SUMMARY_LABELS.get(slot, slot):<20} {accuracy:.2%}")
     print(f"saved in {out} ({CONFIG_FILE}, weights); load with metrics.correctness.load_classifier('{out}')")
     return 0
 

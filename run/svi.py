@@ -23,7 +23,7 @@ from datasets.registry import DATASETS  # noqa: E402
 from training.config import PRESETS, RunConfig, preset  # noqa: E402
 from training.rundir import RunDir, RunError  # noqa: E402
 from training.schemes import BASE_GUIDES, GUIDES  # noqa: E402
-from training.trainer import pick_device, train  # noqa: E402
+from training.trainer import Interrupted, pick_device, train  # noqa: E402
 
 MODELS = {"vlvae": GUIDES}
 
@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
                                                  "Gaussian q(z|y))")
     p.add_argument("--text-true-weighted", action="store_true",
                    help="train text_true with the text likelihood weighted by --y-weight (default: Eq. 3 unweighted)")
+    p.add_argument("--skip-bad-steps", action="store_true",
+                   help="skip and count steps whose loss or gradient is NaN or inf (default: stop with a checkpoint "
+                        "of the last good state)")
     p.add_argument("--seed", type=int, help="random seed for initialisation and batch order (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--out", help="run directory to write (default runs/<model>-<guide>-<preset>)")
@@ -93,6 +96,7 @@ def make_config(args, device) -> RunConfig:
         if value is not None:
             setattr(getattr(config, section), field, value)
     config.train.text_true_weighted = args.text_true_weighted
+    config.train.skip_bad_steps = args.skip_bad_steps
     return config
 
 
@@ -132,12 +136,12 @@ def main(argv=None) -> int:
         config = make_config(args, device)
         out = Path(args.out or f"runs/{config.model}-{config.guide}-{config.preset}")
         run_training(config, out, args, device)
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
     except (RunError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; continue with the same command and --resume", file=sys.stderr)
-        return 130
     return 0
 
 

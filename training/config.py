@@ -32,6 +32,7 @@ class TrainConfig:
     log_every: int = 100
     checkpoint_every: int = 5_000
     keep_checkpoints: int = 3
+    skip_bad_steps: bool = False  # skip (and count) steps with a non-finite loss or gradient instead of stopping
     num_flows: int = 6           # coupling flows in q(z|y) and q(z); 0 makes q(z|y) Gaussian
     text_true_weighted: bool = False  # Eq. 3 with the text likelihood weight y_weight (an option)
 

@@ -75,11 +75,15 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.exists()
 
-    def create(self, config: RunConfig) -> None:
-        """Start a fresh run here; refuses to overwrite an existing one."""
+    def check_fresh(self) -> None:
+        """Refuse to start a new run over an existing one."""
         if self.exists():
             raise RunError(f"run directory {self.path} already holds a run; pass --resume to continue it "
                            f"or choose another --out")
+
+    def create(self, config: RunConfig) -> None:
+        """Start a fresh run here; refuses to overwrite an existing one."""
+        self.check_fresh()
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.samples.mkdir(exist_ok=True)
         self.config_path.write_text(config.to_json())

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -67,27 +69,30 @@ def _load_modules(modules: dict, state: dict, source) -> None:
 def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None, resume: bool = False,
           progress: bool = True) -> Components:
     """Train ``config.guide`` (with the model for base schemes) into ``run``; returns the components."""
+    seed_everything(config.train.seed)
     components = build(resolve(config))  # network shapes are checked before any data is made
     train_set = make_dataset(config.data, "train", progress=progress)
     val_set = make_dataset(config.data, "val", progress=progress)
+    state = None
     if resume:
         if run.config() != config:
             raise RunError(f"{run.path} was started with another configuration; resume it without changing flags")
-        state = run.latest_checkpoint()
+        state = run.latest_checkpoint() if run.checkpoint_paths() else None  # none yet: start over
     else:
-        run.create(config)
-        state = None
+        run.check_fresh()
     if not components.trains_model:
-        if resume:
+        if run.base_path.exists():
             _load_modules(components.frozen(), load_file(run.base_path, "base weights"), run.base_path)
         else:
             load_base(components, base)
-            _save_base(components, run, base)
+    if not resume:
+        run.create(config)  # only once the base fits
+    if not components.trains_model and not run.base_path.exists():
+        _save_base(components, run, base)
     components.to(device)
     components.freeze()
     params = [p for m in components.trained().values() for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.train.lr)
-    seed_everything(config.train.seed)
     start = 0
     if state is not None:
         _load_modules(components.trained(), state, "the last checkpoint")
@@ -99,39 +104,92 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     for m in components.trained().values():
         m.train()
 
-    t = config.train
+    _fit(components, optimizer, loader, run, fixed, start, progress)
+    for m in components.modules():
+        m.eval()
+    return components
+
+
+class Interrupted(RunError):
+    """Training stopped on SIGINT or SIGTERM after checkpointing the last finished step."""
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM only ask the loop to stop after the current step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = None
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _finite_gradients(params) -> bool:
+    return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
+
+
+def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fixed, start: int,
+         progress: bool) -> None:
+    """Steps ``start`` .. ``num_steps``: log, checkpoint, and stop safely on signals and bad numbers.
+
+    A non-finite loss or gradient stops training with a checkpoint of the last good state (the
+    optimizer has not stepped on it), unless ``skip_bad_steps`` counts and skips such steps.
+    """
+    config, t = components.config, components.config.train
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    steps, skipped = config.num_steps, 0
 
     def checkpoint(step):
         run.save_checkpoint(step, {**{k: m.state_dict() for k, m in components.trained().items()},
                                    "optimizer": optimizer.state_dict()}, keep=t.keep_checkpoints)
         samples.save(components, fixed, run.samples / f"step_{step:07d}.png")
 
-    steps = config.num_steps
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
                desc=f"{config.model}/{config.guide}", dynamic_ncols=True)
     started = time.time()
-    for step in bar:
-        x, y = loader.batch(step)
-        with pyro.validation_enabled(step == start):  # shapes and supports are checked on the first step only
-            loss, terms = components.loss(step, x, y)
-        if not math.isfinite(loss.item()):
-            raise RunError(f"loss became {loss.item()} at step {step} (terms: "
-                           f"{ {k: round(v.item(), 3) for k, v in terms.items()} }); the last good checkpoint is in "
-                           f"{run.checkpoints}; lower --lr and --resume")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        done = step + 1
-        if done % t.log_every == 0 or done == steps:
-            record = {"step": done, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
-                      "seconds": round(time.time() - started, 2)}
-            run.log(record)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "seconds")})
-        if done % t.checkpoint_every == 0 or done == steps:
-            checkpoint(done)
-    for m in components.modules():
-        m.eval()
-    return components
+    with _StopSignals() as stop:
+        for step in bar:
+            x, y = loader.batch(step)
+            with pyro.validation_enabled(step == start):  # shapes and supports are checked on the first step only
+                loss, terms = components.loss(step, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            if math.isfinite(loss.item()):
+                loss.backward()
+            if not (math.isfinite(loss.item()) and _finite_gradients(params)):
+                if not t.skip_bad_steps:
+                    checkpoint(step)
+                    raise RunError(f"non-finite loss or gradient at step {step + 1} (loss {loss.item()}, terms "
+                                   f"{ {k: round(v.item(), 3) for k, v in terms.items()} }); the last good state is "
+                                   f"checkpointed in {run.checkpoints}: lower --lr and --resume, or pass "
+                                   f"--skip-bad-steps")
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                optimizer.step()
+            done = step + 1
+            if done % t.log_every == 0 or done == steps:
+                record = {"step": done, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                          "skipped": skipped, "seconds": round(time.time() - started, 2)}
+                run.log(record)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "seconds", "skipped")})
+            if done % t.checkpoint_every == 0 or done == steps or stop.received:
+                checkpoint(done)
+            if stop.received:
+                raise Interrupted(f"{stop.received} received: stopped after step {done} with a checkpoint in "
+                                  f"{run.checkpoints}; continue with the same command and --resume")
 
 
 def load_run(path, device="cpu") -> Components:

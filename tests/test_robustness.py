@@ -1,0 +1,93 @@
+"""Runs survive interruption and bad numbers without losing work."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.rundir import RunDir, RunError
+from training.schemes import Components
+from training.trainer import Interrupted, train
+from tests.helpers import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path, steps=6):
+    config = tiny_config(tmp_path, steps=steps)
+    config.train.checkpoint_every = 100  # only the final (or emergency) checkpoint
+    return config
+
+
+def _inject(monkeypatch, at_step, action):
+    """Run ``action(loss)`` inside the loss computation of step ``at_step``."""
+    original = Components.loss
+
+    def loss(self, step, x, y):
+        value, terms = original(self, step, x, y)
+        return (action(value) if step == at_step else value), terms
+    monkeypatch.setattr(Components, "loss", loss)
+
+
+def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, monkeypatch):
+    straight = train(_config(tmp_path), RunDir(tmp_path / "straight"), device=torch.device("cpu"), progress=False)
+    run = RunDir(tmp_path / "interrupted")
+
+    def interrupt(loss):
+        signal.raise_signal(signal.SIGINT)
+        return loss
+    _inject(monkeypatch, 2, interrupt)
+    with pytest.raises(Interrupted, match="SIGINT received: stopped after step 3 .* --resume"):
+        train(_config(tmp_path), run, device=torch.device("cpu"), progress=False)
+    assert [p.name for p in run.checkpoint_paths()] == ["step_0000003.pt"]
+    monkeypatch.undo()
+    resumed = train(_config(tmp_path), run, device=torch.device("cpu"), resume=True, progress=False)
+    for name, module in straight.trained().items():
+        theirs = resumed.trained()[name].state_dict()
+        assert all(torch.equal(v, theirs[k]) for k, v in module.state_dict().items()), name
+
+
+def test_nan_loss_stops_with_a_checkpoint_of_the_last_good_state(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "nan")
+    _inject(monkeypatch, 3, lambda loss: loss * float("nan"))
+    with pytest.raises(RunError, match="non-finite loss or gradient at step 4 .*log_px.*--skip-bad-steps"):
+        train(_config(tmp_path), run, device=torch.device("cpu"), progress=False)
+    state = run.latest_checkpoint()
+    assert state["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bad_steps_can_be_skipped_and_counted(tmp_path, monkeypatch):
+    config = _config(tmp_path)
+    config.train.skip_bad_steps = True
+    run = RunDir(tmp_path / "skip")
+    _inject(monkeypatch, 1, lambda loss: loss * float("inf"))
+    train(config, run, device=torch.device("cpu"), progress=False)
+    assert run.metrics()[-1]["skipped"] == 1 and run.latest_checkpoint()["step"] == 6
+
+
+def test_sigterm_to_a_real_training_process_then_resume(tmp_path):
+    env = {**os.environ, "MMVAE_DATA_ROOT": str(tmp_path / "data")}
+    command = [sys.executable, str(ROOT / "run" / "svi.py"), "--preset", "tiny", "--steps", "40",
+               "--no-progress", "--out", str(tmp_path / "run")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "SIGTERM received: stopped after step" in err and "--resume" in err
+    stopped_at = RunDir(tmp_path / "run").latest_checkpoint()["step"]
+    assert 3 <= stopped_at < 40
+    changed = subprocess.run(command[:5] + ["50"] + command[6:] + ["--resume"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert changed.returncode == 2 and "started with another configuration" in changed.stderr
+    resumed = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert RunDir(tmp_path / "run").latest_checkpoint()["step"] == 40
