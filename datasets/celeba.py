@@ -28,10 +28,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .base import ImageTextDataset
 from .cache import cache_key, default_root, load_or_build
 from .vocab import Vocabulary
 
@@ -182,7 +182,7 @@ def _take(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     return array[index]
 
 
-class CelebA(torch.utils.data.Dataset):
+class CelebA(ImageTextDataset):
     """CelebA 64x64 image + attribute-text pairs; ``attributes`` int8 +1/-1 [N, 40] named by ``attribute_names``."""
 
     vocab = Vocabulary(WORDS + (BLANK,))
@@ -227,14 +227,3 @@ class CelebA(torch.utils.data.Dataset):
         codes = read_partition(self.folder / PARTITION_FILE, files)
         return np.flatnonzero(codes == OFFICIAL_CODES[self.split])
 
-    def text(self, i: int) -> str:
-        return self.vocab.decode(self.tokens[i])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.array(self.images[i], dtype=np.float32)) / 255
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, torch.from_numpy(np.array(self.tokens[i]))

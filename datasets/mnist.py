@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from . import fetch
+from .base import ImageTextDataset
 from .cache import cache_key, default_root, load_or_build
 from .vocab import Vocabulary
 
@@ -123,7 +124,7 @@ def find_source(root: Path, split: str) -> tuple[list[str], Reader]:
     )
 
 
-class MNIST(torch.utils.data.Dataset):
+class MNIST(ImageTextDataset):
     """MNIST image + label-text pairs; ``labels`` int64 [N], ``tokens`` [N, 1], ``images`` uint8 [N, 1, 28, 28]."""
 
     vocab = Vocabulary(str(d) for d in range(10))
@@ -155,16 +156,7 @@ class MNIST(torch.utils.data.Dataset):
         images = grey if fixed_seed is None else fixed_binarize(grey, fixed_seed)
         return {"images": images, "labels": labels}
 
-    def text(self, i: int) -> str:
-        return self.vocab.decode(self.tokens[i])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.array(self.images[i], dtype=np.float32)) / 255
-        if self.binarize == "dynamic":
-            x = dynamic_binarize(x)
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, torch.from_numpy(np.array(self.tokens[i]))
+    def image(self, i: int) -> torch.Tensor:
+        """Image ``i`` in [0, 1]; freshly binarised on every access when ``binarize == "dynamic"``."""
+        x = super().image(i)
+        return dynamic_binarize(x) if self.binarize == "dynamic" else x

@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from . import render
+from .base import ImageTextDataset
 from .cache import cache_key, default_root, load_or_build
 from .render import COLOURS, MATERIALS, SHAPES, SIZES, Objects
 from .vocab import Vocabulary
@@ -95,7 +96,7 @@ def _scene(objects: list[dict], words: list[str], **extra) -> tuple[dict, list[s
     return {**fields, **extra}, words
 
 
-class _RenderedScenes(torch.utils.data.Dataset):
+class _RenderedScenes(ImageTextDataset):
     """A split of rendered scenes, generated once in ``workers`` processes and cached under ``root``.
 
     Attributes: ``images`` uint8 [N, 3, H, W], ``tokens`` int64 [N, text_length], ``metadata``
@@ -128,18 +129,6 @@ class _RenderedScenes(torch.utils.data.Dataset):
         self.images, self.tokens, self.metadata = arrays.pop("images"), arrays.pop("tokens"), arrays
         self.image_shape = tuple(self.images.shape[1:])
         self.transform = transform
-
-    def text(self, i: int) -> str:
-        return self.vocab.decode(self.tokens[i].tolist())
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(self.images[i].astype(np.float32) / 255)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, torch.from_numpy(self.tokens[i].astype(np.int64))
 
 
 class TwoObjects(_RenderedScenes):

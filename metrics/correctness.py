@@ -1,7 +1,8 @@
 """Correctness classifiers and the correctness of image-text pairs (VLVAE paper, 5.4).
 
-An independent classifier, nearly the image encoder (``models.blocks.ImageEncoderNet`` and an
-MLP head like the shared encoder), predicts the text of an image; correctness measures how far
+An independent classifier, nearly the image encoder (the convolutions of
+``models.blocks.ImageEncoderNet`` and an MLP head like the shared encoder), predicts the text of
+an image; correctness measures how far
 a text agrees with it. Table 1 scores images decoded from z ~ q(z|y) against the given real
 text, Table 2 images and texts decoded from the same prior sample; the functions here take any
 images and texts and leave that choice to the caller.
@@ -16,8 +17,8 @@ images and texts and leave that choice to the caller.
   Interface: ``classifier(images) -> logits [N, 19]`` (column j for ``celeba.WORDS[j]``, sigmoid
   for its probability). Correctness: the fraction of the text's words given probability > 0.5.
 
-The relation word enters the head, after the convolutions, rather than as constant input
-channels: the encoder's instance norm subtracts each channel's spatial mean, which erases a
+The relation word enters after the convolutions (it chooses attention maps), not as constant
+input channels: the encoder's instance norm subtracts each channel's spatial mean, which erases a
 constant plane (and whatever a convolution makes of it) completely.
 """
 from __future__ import annotations
@@ -62,11 +63,11 @@ EVAL_BATCH = 256
 @dataclass
 class ClassifierConfig:
     """Architecture (of ``ImageEncoderNet`` and the head) and training settings of a classifier."""
-    channels: int = 32      # stem channels, doubled by each downsampling
-    num_down: int = 2
+    channels: int = 16      # stem channels, doubled by each downsampling
+    num_down: int = 1
     stem_kernel: int = 5
     stem_stride: int = 2
-    hidden: int = 200       # encoder output and head width
+    hidden: int = 200       # width of the heads (and of the CelebA encoder output)
     steps: int = 3_000
     batch_size: int = 64
     lr: float = 1e-3        # Adam, cosine-annealed to 0
@@ -74,33 +75,52 @@ class ClassifierConfig:
 
 
 class _Classifier(nn.Module):
-    """Image encoder, then a 3-layer residual MLP head over its output and ``context_dim`` extra inputs.
-
-    ``record`` holds what training produced (data settings, accuracy, losses, seconds)."""
+    """``record`` holds what training produced (data settings, accuracy, losses, seconds)."""
     kind: str
     slot_names: tuple[str, ...]
 
-    def __init__(self, image_size: int, config: ClassifierConfig, context_dim: int, out_dim: int):
+    def __init__(self, image_size: int, config: ClassifierConfig):
         super().__init__()
         self.image_size, self.config, self.record = image_size, config, {}
-        self.encoder = ImageEncoderNet((3, image_size, image_size), config.channels, config.num_down, config.hidden,
-                                       config.stem_kernel, config.stem_stride)
-        self.head = ResidualMLP(config.hidden + context_dim, config.hidden, out_dim, num_layers=3, num_residual=1)
+
+    def _encoder(self, out_dim: int) -> ImageEncoderNet:
+        c = self.config
+        return ImageEncoderNet((3, self.image_size, self.image_size), c.channels, c.num_down, out_dim,
+                               c.stem_kernel, c.stem_stride)
 
 
 class TwoObjectsClassifier(_Classifier):
-    """Image and relation word -> the 8 object words of the Two Objects text (paper 5.4)."""
+    """Image and relation word -> the 8 object words of the Two Objects text (paper 5.4).
+
+    The image encoder's convolutional trunk, with each grid cell's (u, v) coordinates appended,
+    gives a feature map; the relation word selects two attention maps over it, which pick out
+    the object named first (the one that is REL of the other) and the one named second; one MLP
+    head names each picked object's size, colour, material and shape. (The encoder's flattening
+    layer is left out: it ties every feature to a position, and such a classifier memorised its
+    training images, 59% word accuracy on validation at 32x32 against 98% with attention.)"""
     kind = "two_objects"
     slot_names = SLOT_NAMES
 
     def __init__(self, image_size: int, config: ClassifierConfig = ClassifierConfig()):
-        super().__init__(image_size, config, len(RELATIONS), len(OBJECT_SLOTS) * len(VOCAB))
+        super().__init__(image_size, config)
+        self.trunk = self._encoder(out_dim=1).conv
+        grid = torch.linspace(-1, 1, image_size // (config.stem_stride * 2**config.num_down))
+        self.register_buffer("coords", torch.stack(torch.meshgrid(grid, grid, indexing="xy")), persistent=False)
+        features = config.channels * 2**config.num_down + 2
+        self.attend = nn.Sequential(nn.Conv2d(features, config.hidden, 1), nn.ReLU(),
+                                    nn.Conv2d(config.hidden, 2 * len(RELATIONS), 1))
+        self.head = ResidualMLP(features, config.hidden, len(_SLOT_WORDS) * len(VOCAB), num_layers=3, num_residual=1)
         self.register_buffer("slot_mask", _SLOT_MASK.clone(), persistent=False)
 
     def forward(self, images: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
         """logits [N, 8, len(VOCAB)] of each object slot's word; words of another kind get -inf."""
-        h = torch.cat([self.encoder(images), F.one_hot(relation, len(RELATIONS)).to(images.dtype)], -1)
-        logits = self.head(h).unflatten(-1, (len(OBJECT_SLOTS), len(VOCAB)))
+        if tuple(images.shape[1:]) != (3, self.image_size, self.image_size):
+            raise ValueError(f"expected images [N, 3, {self.image_size}, {self.image_size}], got {list(images.shape)}")
+        f = self.trunk(images)
+        f = torch.cat([f, self.coords.expand(len(f), -1, -1, -1)], 1)  # [N, C, h, w]
+        maps = self.attend(f).unflatten(1, (len(RELATIONS), 2))[torch.arange(len(f), device=f.device), relation]
+        picked = torch.einsum("nkl,ncl->nkc", maps.flatten(2).softmax(-1), f.flatten(2))  # [N, 2 objects, C]
+        logits = self.head(picked).unflatten(-1, (len(_SLOT_WORDS), len(VOCAB))).flatten(1, 2)
         return logits.masked_fill(~self.slot_mask, float("-inf"))
 
     @staticmethod
@@ -121,7 +141,9 @@ class CelebAClassifier(_Classifier):
     slot_names = CELEBA_WORDS
 
     def __init__(self, image_size: int = 64, config: ClassifierConfig = ClassifierConfig()):
-        super().__init__(image_size, config, 0, len(CELEBA_WORDS))
+        super().__init__(image_size, config)
+        self.encoder = self._encoder(config.hidden)
+        self.head = ResidualMLP(config.hidden, config.hidden, len(CELEBA_WORDS), num_layers=3, num_residual=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """logits [N, 19], column j for WORDS[j]."""

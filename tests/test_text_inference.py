@@ -1,5 +1,4 @@
 """Text inference q_True / q_Agg and the learned prior: what trains, what stays frozen, one switch."""
-import copy
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ import random
 import signal
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pyro
@@ -18,7 +17,7 @@ from datasets.registry import make_dataset
 from training import samples
 from training.config import RunConfig, resolve
 from training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
-from training.schemes import BASE_GUIDES, Components, build
+from training.schemes import Components, build
 
 
 def seed_everything(seed: int) -> None:

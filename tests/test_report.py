@@ -1,0 +1,57 @@
+"""run/evaluate.py: the paper's tables from tiny runs, with a tiny classifier."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from evaluation.report import aggregate, markdown
+from metrics.correctness import ClassifierConfig, save_classifier, train_classifier
+from training.rundir import RunDir
+from training.trainer import train
+from tests.helpers import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_aggregate_gives_mean_and_spread_over_seeds():
+    rows = [{"correctness": 60.0, "log p(x|y)": {"mean": 10.0, "khat": 0.5, "khat_above_0.7": 0.0, "ess": 5.0}},
+            {"correctness": 70.0, "log p(x|y)": {"mean": 12.0, "khat": 0.9, "khat_above_0.7": 1.0, "ess": 3.0}}]
+    out = aggregate(rows)
+    assert out["correctness"] == {"mean": 65.0, "std": pytest.approx(7.0711, abs=1e-3), "runs": 2}
+    assert out["log p(x|y)"]["mean"] == 11.0 and out["log p(x|y)"]["khat"] == pytest.approx(0.7)
+
+
+def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
+    runs = {}
+    for guide in ("text_true", "text_agg", "prior_agg"):
+        config = tiny_config(tmp_path, guide)
+        config.data.root = tiny_base_run.config().data.root
+        runs[guide] = RunDir(tmp_path / guide)
+        train(config, runs[guide], device=torch.device("cpu"), base=tiny_base_run, progress=False)
+    data = tiny_base_run.config().data
+    classifier = train_classifier(data, ClassifierConfig(channels=4, hidden=16, steps=3, batch_size=8), progress=False)
+    save_classifier(classifier, tmp_path / "classifier")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path),
+         "--text-true", str(runs["text_true"].path), "--text-agg", str(runs["text_agg"].path),
+         "--prior", str(runs["prior_agg"].path), "--num-points", "8", "--particles", "30", "--chunk", "10",
+         "--classifier", str(tmp_path / "classifier"), "--out", str(tmp_path / "eval")],
+        capture_output=True, text=True, timeout=300, env={"MMVAE_DATA_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert set(results["table_1"]) == {"text_true", "text_agg"} and set(results["table_2"]) == {"prior", "prior_agg"}
+    assert 0 <= results["table_1"]["text_agg"]["correctness"]["mean"] <= 100
+    table = (tmp_path / "eval" / "tables.md").read_text()
+    assert "| Correctness (%) |" in table and "72.75" in table and "75739.79" in table and "k-hat" in table
+    assert markdown(results) == table
+
+
+def test_evaluate_refuses_a_run_of_the_wrong_kind(tmp_path, tiny_base_run):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path),
+         "--text-agg", str(tiny_base_run.path), "--out", str(tmp_path / "eval")],
+        capture_output=True, text=True, timeout=120, env={"MMVAE_DATA_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 2 and "is a image run, given as --text-agg" in out.stderr
