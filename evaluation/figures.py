@@ -27,7 +27,6 @@ from matplotlib.figure import Figure
 from datasets.registry import make_dataset
 from training.plots import save_grid
 from training.rundir import RunDir
-from training.samples import fixed_batch
 from training.schemes import Components
 from training.trainer import load_run
 
@@ -57,10 +56,15 @@ def _device(c: Components) -> torch.device:
     return next(c.model.parameters()).device
 
 
-def _pairs(c: Components, split: str, num: int):
-    """The first ``num`` (at most 8) image-text pairs of a split of the run's dataset."""
-    x, y = fixed_batch(make_dataset(c.config.data, split, progress=False), _device(c))
-    return x[:num], y[:num]
+def _pairs(c: Components, split: str, num: int, distinct_texts: bool = False):
+    """The first ``num`` image-text pairs of a split of the run's dataset (with ``distinct_texts``,
+    the first pair of each text), as float images in [0, 1] and tokens."""
+    data = make_dataset(c.config.data, split, progress=False)
+    tokens = np.asarray(data.tokens)
+    index = np.sort(np.unique(tokens, axis=0, return_index=True)[1]) if distinct_texts else np.arange(len(tokens))
+    index = index[:num]
+    x = torch.from_numpy(np.asarray(data.images[index])).float() / 255
+    return x.to(_device(c)), torch.from_numpy(tokens[index]).to(_device(c))
 
 
 def _decode(model, z):
@@ -91,12 +95,19 @@ def _mass_levels(density: np.ndarray) -> np.ndarray:
     return np.unique([ordered[min(np.searchsorted(cumulative, m), len(ordered) - 1)] for m in MASS_LEVELS])
 
 
-def _shade(ax, density: np.ndarray, colour: str, extent) -> None:
-    """``density`` as the opacity of ``colour``."""
-    rgba = np.zeros(density.shape + (4,))
+def _shade(ax, mass: np.ndarray, colour: str, extent) -> None:
+    """Grid cell masses as the opacity of ``colour`` (square root: faint cells stay visible)."""
+    rgba = np.zeros(mass.shape + (4,))
     rgba[..., :3] = to_rgb(colour)
-    rgba[..., 3] = 0.85 * density / density.max()
-    ax.imshow(rgba, origin="lower", extent=extent, interpolation="bilinear")
+    rgba[..., 3] = 0.9 * np.sqrt(mass / mass.max())
+    ax.imshow(rgba, origin="lower", extent=extent, interpolation="nearest")
+
+
+def _cell_masses(q: torch.distributions.Normal, edges: torch.Tensor) -> np.ndarray:
+    """Mass of the equal mixture of the diagonal Gaussians ``q`` [N, 2] in each cell of the grid
+    with these edges on both axes, [z2, z1]: exact, so posteriors narrower than a cell still count."""
+    per_axis = q.cdf(edges[:, None, None]).diff(dim=0)  # [cells, N, 2]
+    return torch.einsum("in,jn->ij", per_axis[..., 1], per_axis[..., 0]).div(q.mean.shape[0]).numpy()
 
 
 def _image_posteriors(c: Components, data, batch_size: int = 256) -> torch.distributions.Normal:
@@ -130,11 +141,12 @@ def latent_posteriors(run, out, text_runs=(), resolution: int = 100, max_texts: 
     texts = sorted(t for t, _ in Counter(map(tuple, tokens.tolist())).most_common(max_texts))
     q = _image_posteriors(c, data)
     limit = max(3.0, float((q.mean.abs() + 3 * q.stddev).max()))
-    axis = torch.linspace(-limit, limit, resolution)
+    edges = torch.linspace(-limit, limit, resolution + 1)
+    axis = (edges[1:] + edges[:-1]) / 2  # cell centres
     z = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)  # z1 varies fastest
 
     def on_grid(log_density: torch.Tensor) -> np.ndarray:
-        """Normalised over the grid cells, as an image [z2, z1]."""
+        """Density at the cell centres normalised over the grid, as an image [z2, z1]."""
         return log_density.cpu().softmax(0).reshape(resolution, resolution).numpy()
 
     def log_joint(y):  # log p(y|z) + log p(z) = log p(z|y) + const
@@ -151,7 +163,7 @@ def latent_posteriors(run, out, text_runs=(), resolution: int = 100, max_texts: 
     for j, text in enumerate(texts):
         y = torch.tensor(text, device=_device(c)).expand(len(z), -1)
         own = (tokens == torch.tensor(text)).all(-1)
-        aggregate = on_grid(q.log_prob(z[:, None])[:, own].sum(-1).logsumexp(-1))
+        aggregate = _cell_masses(torch.distributions.Normal(q.mean[own], q.stddev[own]), edges)
         colour = TEXT_COLOURS[j % len(TEXT_COLOURS)]
         axes[0, j + 1].set_title(f"“{c.vocab.decode(list(text))}” ({int(own.sum())} images)", color=colour,
                                  fontsize=9)
@@ -168,9 +180,9 @@ def latent_posteriors(run, out, text_runs=(), resolution: int = 100, max_texts: 
     for ax in axes.flat:
         ax.tick_params(labelsize=7)
     fig.suptitle("Text posteriors vs the aggregate of image posteriors in a 2-d latent space (paper Fig. 1)\n"
-                 "shading: aggregate posterior E_{p_D(x|y)}[q(z|x)] of the validation images with text y;  "
-                 f"lines: level sets holding {', '.join(f'{m:.0%}' for m in MASS_LEVELS)} of the row's density",
-                 fontsize=9)
+                 "shading: aggregate posterior E_{p_D(x|y)}[q(z|x)] of the validation images with text y "
+                 f"(opacity: √mass);  lines: level sets holding {', '.join(f'{m:.0%}' for m in MASS_LEVELS)} "
+                 "of the row's density", fontsize=9)
     return _save(fig, out)
 
 
@@ -278,13 +290,13 @@ def joint_vs_marginal(joint_run, marginal_run, out, num: int = 6) -> Path:
 def text_conditionals(text_runs, out, texts=None, num_texts: int = 4, num_samples: int = 3) -> Path:
     """Fig. 4 and 6: images and texts decoded from ``num_samples`` z ~ q(z|y) of each given text,
     for each text run side by side (typically ``text_true`` and ``text_agg``). Without ``texts``,
-    the first ``num_texts`` validation texts, shown with their image."""
+    the first ``num_texts`` distinct validation texts, shown with an image of each."""
     runs = [components(r) for r in text_runs]
     vocab = runs[0].vocab
     if any(c.vocab != vocab for c in runs):
         raise ValueError("the text runs have different vocabularies; give runs trained on the same data")
     if texts is None:
-        given, y = _pairs(runs[0], "val", num_texts)
+        given, y = _pairs(runs[0], "val", num_texts, distinct_texts=True)
         texts, first = vocab.decode_batch(y), "a validation image and its text"
     else:  # a typed text has no image: a blank panel holds its caption
         given, first = torch.ones(len(texts), *runs[0].config.net.image_shape), "the given text"

@@ -85,22 +85,21 @@ def parser() -> argparse.ArgumentParser:
                "from the mean of q(z|x) with decoded text and its word distributions, and prior samples",
                "figures/fig3_reconstructions.png")
     s.add_argument("run", help="any VLVAE run (a text guide or prior run uses its base VLVAE and q(z|x))")
-    s.add_argument("--num", type=int, default=6, help="pairs and samples per row, at most 8 (default 6)")
+    s.add_argument("--num", type=int, default=6, help="pairs and samples per row (default 6)")
 
     s = figure("conditionals", _conditionals, "Fig. 4 / 6: images and texts decoded from z ~ q(z|y) of given "
                "texts, text guides side by side", "figures/fig4_text_conditionals.png")
     s.add_argument("text_runs", nargs="+", help="text_true and/or text_agg runs, shown left to right")
     s.add_argument("--text", action="append", help="a text to condition on (repeat for more; default: the first "
-                                                   "--num-texts validation texts, with their images)")
-    s.add_argument("--num-texts", type=int, default=4, help="validation texts when no --text is given, at most 8 "
-                                                             "(default 4)")
+                                                   "--num-texts distinct validation texts, with an image each)")
+    s.add_argument("--num-texts", type=int, default=4, help="validation texts when no --text is given (default 4)")
     s.add_argument("--num-samples", type=int, default=3, help="z samples per text and run (default 3, as the paper)")
 
     s = figure("joint", _joint, "Fig. 7: reconstructions from joint inference q(z|x,y) vs marginal inference "
                "q(z|x) on the same validation pairs, with word distributions", "figures/fig7_joint_vs_marginal.png")
     s.add_argument("joint_run", help="a run trained with --guide joint")
     s.add_argument("marginal_run", help="a run trained with --guide image")
-    s.add_argument("--num", type=int, default=6, help="validation pairs, at most 8 (default 6)")
+    s.add_argument("--num", type=int, default=6, help="validation pairs (default 6)")
 
     s = figure("curves", _curves, "training curves: the loss and each logged term of a run's metrics.jsonl "
                "against the step", "figures/training_curves.png")

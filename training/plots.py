@@ -4,10 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # not pyplot: saving a grid leaves a notebook's backend alone
 
 
 def save_grid(path, images, captions=None, ncols: int = 8, title: str | None = None,
@@ -20,7 +17,8 @@ def save_grid(path, images, captions=None, ncols: int = 8, title: str | None = N
     n = len(images)
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.7 * ncols, 2.15 * nrows), squeeze=False)
+    fig = Figure(figsize=(1.7 * ncols, 2.15 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= n:
@@ -38,5 +36,4 @@ def save_grid(path, images, captions=None, ncols: int = 8, title: str | None = N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
