@@ -25,6 +25,7 @@ A benchmark, never a test.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import resource
@@ -218,6 +219,7 @@ def parse_args() -> argparse.Namespace:
     add("--threads", type=int, default=0,
         help="torch intra-op threads; 0 = torch's default (one per core)")
     add("--seed", type=int, default=0, help="seed for weights, data and draws (default 0)")
+    add("--json", help="also write the figures to this JSON file")
     add("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.chunk_size = args.chunk_size or None
@@ -242,6 +244,8 @@ def main() -> None:
     iwae_log_likelihood(vae.model, vae.guide, x, num_particles=4)  # warm-up
     psis_backend_name()  # imports arviz
     per_1000 = 1000.0 / args.batch
+    result = {"device": args.device, "threads": torch.get_num_threads(), "batch": args.batch, "k": args.k,
+              "chunk": args.chunk_size}
 
     def report(label: str, seconds: float, value: torch.Tensor, repeats: int) -> None:
         print(f"{label:<40s} {seconds * per_1000:8.2f} s / 1000 datapoints "
@@ -251,11 +255,13 @@ def main() -> None:
     report("vectorised (iwae_log_likelihood)", t_vec, v_vec, args.repeats)
     t_plain, v_plain = time_plain_torch(vae, x, args)
     report("plain torch, same chunks (floor)", t_plain, v_plain, args.repeats)
+    result.update(vectorised_s_per_1000=round(t_vec * per_1000, 2), plain_s_per_1000=round(t_plain * per_1000, 2))
     if not args.skip_loop:
         torch.manual_seed(args.seed + 1)
         t_loop, v_loop = time_loop(vae, x, args)
         report(f"loop of {args.k} single-particle passes", t_loop, v_loop, args.loop_repeats)
         print(f"speed ratio loop / vectorised: {t_loop / t_vec:.1f}x")
+        result.update(loop_s_per_1000=round(t_loop * per_1000, 2), loop_over_vectorised=round(t_loop / t_vec, 1))
 
     if not args.skip_memory:
         unit = "GPU MiB allocated" if args.device.startswith("cuda") else "MiB RSS"
@@ -264,6 +270,10 @@ def main() -> None:
             print(f"memory K={k}, chunk={chunk or 'all'}: peak {peak:.0f} {unit} "
                   f"(after setup {base:.0f}, +{peak - base:.0f}); "
                   f"{seconds:.1f} s for B={args.batch}")
+            result[f"memory_k{k}_chunk{chunk or 'all'}_mib"] = round(peak - base)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import json
 import os
 import time
 
@@ -28,7 +29,9 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, os.cpu_count()}),
                         help="worker process counts to time (default: 1 and all cores)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting; the fastest is reported")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    rows = []
 
     print(f"{args.dataset}: {args.num} images per run, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f} before")
@@ -41,7 +44,13 @@ def main(argv=None):
                 generate(DATASETS[args.dataset], "train", args.num, size, 0, workers, progress=False)
                 best = min(best, time.perf_counter() - start)
             print(f"{size:>6} {workers:>8} {args.num / best:>10.0f} {1000 * best / args.num:>9.2f}")
+            rows.append({"dataset": args.dataset, "image_size": size, "workers": workers,
+                         "images_per_s": round(args.num / best, 1)})
     print(f"load average {os.getloadavg()[0]:.2f} after")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return rows
 
 
 if __name__ == "__main__":

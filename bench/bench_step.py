@@ -9,6 +9,7 @@ Prints the median step time of each and their ratio (target: Pyro <= 1.15x plain
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -44,6 +45,7 @@ def main(argv=None):
     p.add_argument("--preset", default="cpu", help="network and batch preset: cpu, paper or tiny (default cpu)")
     p.add_argument("--steps", type=int, default=30, help="timed steps of each kind (default 30)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     config = resolve(preset(args.preset))
     device = torch.device(args.device)
@@ -82,6 +84,17 @@ def main(argv=None):
     print(f"pyro step  {pyro_s * 1000:8.1f} ms (median of {args.steps})")
     print(f"plain step {plain_s * 1000:8.1f} ms")
     print(f"ratio pyro/plain {pyro_s / plain_s:.3f} (target <= 1.15)")
+    result = {"model": "vlvae", "preset": args.preset, "device": str(device), "batch_size": t.batch_size,
+              "threads": torch.get_num_threads(), "pyro_ms": round(pyro_s * 1000, 2),
+              "plain_ms": round(plain_s * 1000, 2), "ratio": round(pyro_s / plain_s, 3),
+              "pyro_steps_per_s": round(1 / pyro_s, 2)}
+    if device.type == "cuda":
+        result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+        print(f"peak GPU memory {result['peak_gpu_mib']} MiB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ class BatchLoader:
     def __init__(self, dataset, batch_size: int, device="cpu", seed: int = 0, shuffle: bool = True,
                  rank: int = 0, world_size: int = 1):
         n = len(dataset)
+        if batch_size < 1:
+            raise ValueError(f"the batch size must be a positive integer, got {batch_size}; pass --batch-size 1 or more")
         global_batch = batch_size * world_size
         if n < global_batch:
             raise ValueError(f"the dataset has {n} items, fewer than one batch of {global_batch}; "

@@ -91,6 +91,20 @@ def test_beta_likelihood_finite_at_pixel_extremes():
     assert torch.isfinite(trace.nodes["x"]["log_prob"]).all()
 
 
+def test_text_likelihood_and_its_gradient_finite_at_extreme_logits():
+    net = tiny_net()
+    model = VLVAE(net)
+    x, y = batch(net, 3)
+    with torch.no_grad():
+        for p in model.text_decoder.readout.parameters():
+            p.mul_(1e4)  # logits of order 1e5 and more: any naive softmax overflows
+    trace = poutine.trace(model.model).get_trace(None, y)
+    log_py = trace.nodes["y"]["fn"].log_prob(trace.nodes["y"]["value"])
+    assert torch.isfinite(log_py).all() and (log_py < -1e3).any()  # far from the data, but finite
+    log_py.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.text_decoder.parameters() if p.grad is not None)
+
+
 def test_elbo_loss_matches_pyro_trace_elbo():
     net = tiny_net()
     model, guide = VLVAE(net).eval(), ImageGuide(net).eval()

@@ -73,3 +73,5 @@ def test_ranks_take_disjoint_slices_of_the_global_batch():
 def test_too_little_data_is_a_clear_error():
     with pytest.raises(ValueError, match="fewer than one batch of 8"):
         BatchLoader(_Data(5), batch_size=8)
+    with pytest.raises(ValueError, match="batch size must be a positive integer, got 0"):
+        BatchLoader(_Data(5), batch_size=0)

@@ -72,6 +72,8 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     components = build(resolve(config))  # network shapes are checked before any data is made
     train_set = make_dataset(config.data, "train", progress=progress)
     val_set = make_dataset(config.data, "val", progress=progress)
+    loader = BatchLoader(train_set, config.train.batch_size, device, seed=config.train.seed)  # bad sizes fail
+    fixed = samples.fixed_batch(val_set, device)  # here, before the run directory is made
     state = None
     if resume:
         if run.config() != config:
@@ -98,8 +100,6 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         start = state["step"]
-    loader = BatchLoader(train_set, config.train.batch_size, device, seed=config.train.seed)
-    fixed = samples.fixed_batch(val_set, device)
     for m in components.trained().values():
         m.train()
 
