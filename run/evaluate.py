@@ -1,12 +1,17 @@
-"""Evaluate VLVAE runs on the validation set: the paper's Tables 1 and 2, ours beside the paper's.
+"""Evaluate runs: the VLVAE paper's Tables 1 and 2, or the JMVAE paper's MNIST Tables 1 and 3,
+ours beside the paper's.
 
     python run/evaluate.py --base runs/vlvae-image-cpu \\
         --text-true runs/vlvae-text_true-cpu --text-agg runs/vlvae-text_agg-cpu \\
         --prior runs/vlvae-prior_agg-cpu --out runs/eval-cpu
+    python run/evaluate.py --model jmvae --runs runs/jmvae-zero-cpu runs/jmvae-kl-cpu --out runs/eval-jmvae
 
-Give several runs per kind (e.g. seeds) to get mean and standard deviation. Writes
-``results.json`` and ``tables.md`` in ``--out`` and prints the tables. The correctness
-classifier (paper 5.4) is trained first if there is none for the data (``--classifier``).
+VLVAE (validation set): give several runs per kind (e.g. seeds) to get mean and standard
+deviation; the correctness classifier (paper 5.4) is trained first if there is none for the data
+(``--classifier``). JMVAE (test set): marginal, conditional (multiple and single bounds) and joint
+log-likelihoods of each run, K = 1000 importance samples by default (the authors' code used 1000
+for marginal and 5000 for conditional bounds). Writes ``results.json`` and ``tables.md`` in
+``--out`` and prints the tables.
 """
 from __future__ import annotations
 
@@ -18,23 +23,32 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import pyro  # noqa: E402
+import torch  # noqa: E402
 
 from datasets.registry import make_dataset  # noqa: E402
+from evaluation import jmvae as jmvae_report  # noqa: E402
 from evaluation.report import aggregate, ceiling, markdown, prior_row, text_guide_row, validation_batches  # noqa: E402
 from metrics.correctness import get_or_train_classifier  # noqa: E402
 from training.rundir import RunError  # noqa: E402
 from training.trainer import load_run, pick_device  # noqa: E402
 
 
+# Per model: test points and importance samples when --num-points and --particles are not given.
+DEFAULTS = {"vlvae": {"num_points": 500, "particles": 100}, "jmvae": {"num_points": 1000, "particles": 1000}}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True, help="the trained VLVAE run (--guide image): the N(0, I) column of "
-                                                 "Table 2 and the ceiling")
+    p.add_argument("--model", choices=list(DEFAULTS), default="vlvae", help="which paper's tables (default vlvae)")
+    p.add_argument("--base", help="vlvae: the trained VLVAE run (--guide image), the N(0, I) column of "
+                                  "Table 2 and the ceiling (required)")
+    p.add_argument("--runs", nargs="*", default=[], help="jmvae: trained JMVAE runs (zero or kl), one row each")
     p.add_argument("--text-true", nargs="*", default=[], help="text_true runs (Table 1, q_True); several = seeds")
     p.add_argument("--text-agg", nargs="*", default=[], help="text_agg runs (Table 1, q_Agg); several = seeds")
     p.add_argument("--prior", nargs="*", default=[], help="prior_agg runs (Table 2, learned q(z)); several = seeds")
-    p.add_argument("--num-points", type=int, default=500, help="validation pairs evaluated (default 500)")
-    p.add_argument("--particles", type=int, default=100, help="importance samples K per bound (default 100)")
+    p.add_argument("--num-points", type=int, help="validation (vlvae) or test (jmvae) pairs evaluated "
+                                                   "(default 500 vlvae, 1000 jmvae)")
+    p.add_argument("--particles", type=int, help="importance samples K per bound (default 100 vlvae, 1000 jmvae)")
     p.add_argument("--chunk", type=int, default=50, help="particles per vectorised pass; bounds memory (default 50)")
     p.add_argument("--batch-size", type=int, default=50, help="validation pairs per pass (default 50)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the samples and bounds (default 0)")
@@ -46,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def evaluate(args) -> dict:
+    for name, value in DEFAULTS[args.model].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.model == "jmvae":
+        return evaluate_jmvae(args)
+    if args.base is None:
+        raise RunError("give the trained VLVAE run with --base (or --model jmvae --runs ...)")
     device = pick_device(args.device)
     base = load_run(args.base, device)
     data = base.config.data
@@ -78,6 +99,34 @@ def evaluate(args) -> dict:
     return results
 
 
+def evaluate_jmvae(args) -> dict:
+    if not args.runs:
+        raise RunError("give the JMVAE runs to evaluate with --runs")
+    device = pick_device(args.device)
+    loaded = [load_run(path, device) for path in args.runs]
+    for c, path in zip(loaded, args.runs):
+        if c.config.model != "jmvae":
+            raise RunError(f"{path} is a {c.config.model} run, not a JMVAE run")
+        if c.config.data != loaded[0].config.data:
+            raise RunError(f"{path} was trained on other data than {args.runs[0]}")
+    config = loaded[0].config
+    batches = list(validation_batches(make_dataset(config.data, "val"), args.num_points, args.batch_size, device))
+    rows = {}
+    for c, path in zip(loaded, args.runs):
+        name = jmvae_report.label(c.config)
+        if name in rows:
+            raise RunError(f"{path} is a second {name} run; give one run per row")
+        pyro.set_rng_seed(args.seed)
+        rows[name] = jmvae_report.jmvae_row(c, batches, args.particles, args.chunk)
+    return {
+        "model": "jmvae", "dataset": config.data.name, "num_points": sum(len(x) for x, _ in batches),
+        "num_particles": args.particles,
+        "setting": f"{config.data.name} test set, preset {config.preset}, z = {config.net.z_dim}, "
+                   f"{config.train.steps} steps of batch {config.train.batch_size}",
+        "runs": dict(zip(rows, args.runs)), "rows": rows,
+    }
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -88,7 +137,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    table = markdown(results)
+    table = jmvae_report.markdown(results) if args.model == "jmvae" else markdown(results)
     (out / "tables.md").write_text(table)
     print(table)
     print(f"wrote {out / 'results.json'} and {out / 'tables.md'}")
@@ -96,4 +145,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    torch.set_flush_denormal(True)  # as in run/svi.py (main thread only)
     sys.exit(main())

@@ -4,6 +4,8 @@
     python run/svi.py --model vlvae --guide text_agg     # q(z|y) as aggregate posterior (Eq. 5)
     python run/svi.py --model vlvae --guide text_true    # q(z|y) as true posterior (Eq. 3)
     python run/svi.py --model vlvae --guide prior_agg    # learned aggregate prior q(z) (Table 2)
+    python run/svi.py --model jmvae --guide kl --dataset mnist    # JMVAE-kl (Eq. 4; --alpha)
+    python run/svi.py --model jmvae --guide zero --dataset mnist  # JMVAE-zero
 
 Text guides and the prior are fitted to a trained VLVAE (``--base``); if that run does not
 exist yet it is trained first. Every run writes a run directory (config.json, checkpoints,
@@ -17,27 +19,32 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from datasets.registry import DATASETS  # noqa: E402
 from training.config import PRESETS, RunConfig, preset  # noqa: E402
 from training.rundir import RunDir, RunError  # noqa: E402
-from training.schemes import BASE_GUIDES, GUIDES  # noqa: E402
+from training.schemes import BASE_GUIDES, MODEL_GUIDES  # noqa: E402
 from training.trainer import Interrupted, pick_device, train  # noqa: E402
 
-MODELS = {"vlvae": GUIDES}
+MODELS = MODEL_GUIDES
+DEFAULTS = {"vlvae": ("image", "two_objects"), "jmvae": ("kl", "mnist")}  # model -> (guide, dataset)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="vlvae", help=f"generative model: {', '.join(MODELS)} (default vlvae)")
-    p.add_argument("--guide", default="image",
-                   help="what to train: " + "; ".join(f"{k}: {v}" for k, v in GUIDES.items()) + " (default image)")
+    p.add_argument("--guide", help="what to train; " + "; ".join(
+        f"{model} (default {DEFAULTS[model][0]}): " + "; ".join(f"{k}: {v}" for k, v in guides.items())
+        for model, guides in MODELS.items()))
     p.add_argument("--preset", choices=list(PRESETS),
                    help="paper: 112x112, the paper's networks and 400k steps; cpu: 64x64, narrower convolutions, "
-                        "minutes on 2 CPU cores; tiny: a smoke test. Default: paper on CUDA, cpu otherwise")
+                        "minutes on 2 CPU cores; tiny: a smoke test (jmvae on mnist: the paper's MLPs, batch 100, "
+                        "paper 100 epochs, cpu 8 epochs). Default: paper on CUDA, cpu otherwise")
     p.add_argument("--dataset", help=f"one of: {'; '.join(f'{k} ({v})' for k, v in DATASETS.items())} "
-                                     "(default two_objects)")
+                                     "(default two_objects; mnist for jmvae)")
     p.add_argument("--data-root", help="where datasets are cached or found (default $MMVAE_DATA_ROOT or "
                                        "~/.cache/mmvae-zoo)")
     p.add_argument("--image-size", type=int, help="image height and width (default: the preset's)")
@@ -55,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--y-weight", type=float, help="weight of the text likelihood in Eq. 1 (paper's code 200)")
     p.add_argument("--num-flows", type=int, help="coupling flows in q(z|y) and q(z) (default 6; 0 gives a "
                                                  "Gaussian q(z|y))")
+    p.add_argument("--alpha", type=float, help="JMVAE-kl: weight of the KL terms of Eq. 4 (default 0.1; paper "
+                                               "0.01, 0.1, 1)")
     p.add_argument("--text-true-weighted", action="store_true",
                    help="train text_true with the text likelihood weighted by --y-weight (default: Eq. 3 unweighted)")
     p.add_argument("--skip-bad-steps", action="store_true",
@@ -76,21 +85,22 @@ OVERRIDES = {  # flag -> (config section, field)
     "num_train": ("data", "num_train"), "num_val": ("data", "num_val"), "steps": ("train", "steps"),
     "guide_steps": ("train", "guide_steps"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "warmup_steps": ("train", "warmup_steps"), "x_weight": ("train", "x_weight"), "y_weight": ("train", "y_weight"), "num_flows": ("train", "num_flows"),
-    "seed": ("train", "seed"),
+    "seed": ("train", "seed"), "alpha": ("train", "alpha"),
 }
 
 
 def make_config(args, device) -> RunConfig:
     if args.model not in MODELS:
         raise RunError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
-    if args.guide not in MODELS[args.model]:
-        raise RunError(f"unknown guide {args.guide!r} for model {args.model}; choose one of "
+    guide, dataset = args.guide or DEFAULTS[args.model][0], args.dataset or DEFAULTS[args.model][1]
+    if guide not in MODELS[args.model]:
+        raise RunError(f"unknown guide {guide!r} for model {args.model}; choose one of "
                        f"{', '.join(MODELS[args.model])}")
     name = args.preset or ("paper" if device.type == "cuda" else "cpu")
     if not args.preset:
         print(f"preset: {name} (on {device.type}; pick another with --preset)")
-    config = preset(name, args.dataset or "two_objects")
-    config.model, config.guide = args.model, args.guide
+    config = preset(name, dataset, args.model)
+    config.model, config.guide = args.model, guide
     for flag, (section, field) in OVERRIDES.items():
         value = getattr(args, flag)
         if value is not None:
@@ -146,4 +156,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # Adam's state fills with subnormal floats that the CPU handles slowly (../shared/DESIGN.md 7).
+    # This flushes them to zero on the main thread only: intra-op worker threads (OMP_NUM_THREADS > 1)
+    # still make them, so single-threaded CPU training gains most. Set here, not in main(), as it
+    # is process-wide state that callers of main() (tests) should not inherit.
+    torch.set_flush_denormal(True)
     sys.exit(main())

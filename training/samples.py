@@ -20,7 +20,8 @@ def fixed_batch(dataset, device):
 
 @torch.no_grad()
 def save(components, fixed, path) -> None:
-    """Base runs: real images, reconstructions from q's mean and prior samples. Text guides:
+    """Base runs: real images, reconstructions from q's mean and prior samples (JMVAE: and images
+    decoded from z ~ q(z|w) of the real texts). Text guides:
     for a few validation texts, images and texts decoded from several z ~ q(z|y). q(z): samples."""
     modes = {m: m.training for m in components.modules()}
     for m in modes:
@@ -35,6 +36,13 @@ def save(components, fixed, path) -> None:
         captions = ([f"data: {t}" for t in vocab.decode_batch(y)] + [f"recon: {t}" for t in vocab.decode_batch(recon_text)]
                     + [f"prior: {t}" for t in vocab.decode_batch(prior_text)])
         title, ncols = "rows: validation data, reconstructions from q(z|x), samples from p(z)", len(x)
+        text_guide = getattr(components, "text_guide", None)
+        if text_guide is not None:  # JMVAE: q(z|w) of the data's texts (paper Fig. 7)
+            given_images, given_text = model.generate(text_guide.distribution(None, y).sample())
+            images = torch.cat([images, given_images])
+            captions += [f"q(z|w): {t}" for t in vocab.decode_batch(given_text)]
+            title = ("rows: validation data, reconstructions from q(z|x,w), samples from p(z), "
+                     "samples from q(z|w) of the data's texts")
     elif name == "prior_agg":
         images, texts = model.generate(components.guide.distribution(None, torch.cat([y, y])).sample())
         captions, title, ncols = vocab.decode_batch(texts), "samples from the learned prior q(z)", len(x)

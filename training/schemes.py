@@ -1,4 +1,7 @@
-"""Which networks each ``--guide`` trains, with which loss (VLVAE paper, sections 2-3).
+"""Which networks each ``--guide`` trains, with which loss, per model: ``build`` dispatches on
+``config.model`` through ``BUILDERS``, and ``MODEL_GUIDES`` names each model's guides.
+
+VLVAE (Cremer & Kushman, sections 2-3), ``Components``:
 
 | guide     | trains                  | frozen                 | loss                                  |
 | --------- | ----------------------- | ---------------------- | ------------------------------------- |
@@ -10,6 +13,13 @@
 
 Switching text inference between the true and the aggregate posterior is swapping the
 loss: both use the same ``TextGuide``.
+
+JMVAE (Suzuki et al., sections 3.2-3.3), ``JMVAEComponents``; both train the model:
+
+| guide | trains                              | q(z|x), q(z|w) at test time         | loss                       |
+| ----- | ----------------------------------- | ----------------------------------- | -------------------------- |
+| zero  | JMVAE + q(z|x,w)                    | q(z|x,w) with the other input zero  | Eq. 3 (ELBO, warm-up)      |
+| kl    | JMVAE + q(z|x,w) + q(z|x) + q(z|w)  | their own encoders                  | Eq. 4 (ELBO - alpha * KLs) |
 """
 from __future__ import annotations
 
@@ -20,10 +30,12 @@ from torch import nn
 
 from datasets.vocab import Vocabulary
 from guides.base import Guide
+from guides import jmvae as jmvae_guides
 from guides.encoders import ImageGuide, JointGuide
-from guides.objectives import aggregate_loss, elbo_loss
+from guides.objectives import aggregate_loss, elbo_loss, jmvae_kl_loss
 from guides.prior import AggregatePrior
 from guides.text import TextGuide
+from models.jmvae import JMVAE
 from models.vlvae import VLVAE
 from training.config import RunConfig
 
@@ -34,7 +46,12 @@ GUIDES = {
     "text_agg": "q(z|y) as the aggregate of the image posteriors (Eq. 5); VLVAE and q(z|x) frozen",
     "prior_agg": "learned aggregate prior q(z) replacing N(0, I) (Table 2); VLVAE and q(z|x) frozen",
 }
-BASE_GUIDES = ("image", "joint")  # these train the VLVAE itself; the others need a trained base run
+JMVAE_GUIDES = {
+    "zero": "JMVAE-zero: q(z|x,w); unimodal inference zeroes the missing modality",
+    "kl": "JMVAE-kl: q(z|x,w) with separate q(z|x), q(z|w), trained with Eq. 4 (--alpha)",
+}
+MODEL_GUIDES = {"vlvae": GUIDES, "jmvae": JMVAE_GUIDES}
+BASE_GUIDES = ("image", "joint", "zero", "kl")  # these train the model itself; the others need a trained base run
 
 
 def warmup(step: int, warmup_steps: int) -> float:
@@ -43,13 +60,11 @@ def warmup(step: int, warmup_steps: int) -> float:
 
 
 @dataclass
-class Components:
-    """A VLVAE with the guides of one training scheme."""
+class Scheme:
+    """A model with the guides of one training scheme: what the trainer and ``load_run`` use."""
 
     config: RunConfig
-    model: VLVAE
-    image_guide: Guide           # q(z|x) (for ``joint``: q(z|x,y)); the base's encoder for the others
-    guide: Guide                 # the guide this scheme trains (same object as image_guide for base schemes)
+    model: nn.Module
 
     @property
     def trains_model(self) -> bool:
@@ -57,16 +72,20 @@ class Components:
 
     def trained(self) -> dict[str, nn.Module]:
         """The modules this scheme trains, by checkpoint key."""
-        return {"model": self.model, "guide": self.guide} if self.trains_model else {"guide": self.guide}
+        raise NotImplementedError
 
     def frozen(self) -> dict[str, nn.Module]:
         """The base run's modules, kept fixed, by key in ``base.pt``."""
-        return {} if self.trains_model else {"model": self.model, "image_guide": self.image_guide}
+        return {}
+
+    def loss(self, step: int, x, y) -> tuple[torch.Tensor, dict]:
+        """The loss of training step ``step`` (0-based) on a batch, and its terms for logging."""
+        raise NotImplementedError
 
     def modules(self) -> list[nn.Module]:
         return list(self.trained().values()) + list(self.frozen().values())
 
-    def to(self, device) -> "Components":
+    def to(self, device) -> "Scheme":
         for m in self.modules():
             m.to(device)
         return self
@@ -80,6 +99,21 @@ class Components:
     @property
     def vocab(self) -> Vocabulary:
         return Vocabulary(self.config.net.vocab)
+
+
+@dataclass
+class Components(Scheme):
+    """A VLVAE with the guides of one training scheme."""
+
+    model: VLVAE
+    image_guide: Guide           # q(z|x) (for ``joint``: q(z|x,y)); the base's encoder for the others
+    guide: Guide                 # the guide this scheme trains (same object as image_guide for base schemes)
+
+    def trained(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "guide": self.guide} if self.trains_model else {"guide": self.guide}
+
+    def frozen(self) -> dict[str, nn.Module]:
+        return {} if self.trains_model else {"model": self.model, "image_guide": self.image_guide}
 
     @torch.no_grad()
     def sample_from_text(self, texts: list[str], num_samples: int = 1):
@@ -107,11 +141,51 @@ class Components:
         return aggregate_loss(self.guide, self.image_guide, x, None)
 
 
-def build(config: RunConfig) -> Components:
+@dataclass
+class JMVAEComponents(Scheme):
+    """A JMVAE with q(z|x,w) (``guide``) and the unimodal q(z|x), q(z|w) of JMVAE-zero or JMVAE-kl."""
+
+    model: JMVAE
+    guide: jmvae_guides.JointGuide
+    image_guide: Guide           # q(z|x): zero-input joint encoder (zero) or its own encoder (kl)
+    text_guide: Guide            # q(z|w): likewise
+
+    def trained(self) -> dict[str, nn.Module]:
+        modules = {"model": self.model, "guide": self.guide}
+        if self.config.guide == "kl":
+            modules.update(image_guide=self.image_guide, text_guide=self.text_guide)
+        return modules
+
+    def loss(self, step: int, x, y) -> tuple[torch.Tensor, dict]:
+        t = self.config.train
+        scales = dict(annealing=warmup(step, t.warmup_steps), x_weight=t.x_weight, y_weight=t.y_weight)
+        if self.config.guide == "zero":
+            return elbo_loss(self.model, self.guide, x, y, **scales)
+        return jmvae_kl_loss(self.model, self.guide, self.image_guide, self.text_guide, x, y, alpha=t.alpha, **scales)
+
+
+def build(config: RunConfig) -> Scheme:
     """Fresh (untrained) networks for ``config``."""
+    if config.model not in BUILDERS:
+        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(BUILDERS)}")
+    guides = MODEL_GUIDES[config.model]
+    if config.guide not in guides:
+        raise ValueError(f"unknown guide {config.guide!r} for model {config.model}; choose one of {', '.join(guides)}")
+    return BUILDERS[config.model](config)
+
+
+def _build_jmvae(config: RunConfig) -> JMVAEComponents:
+    net = config.net
+    joint = jmvae_guides.JointGuide(net)
+    if config.guide == "zero":
+        unimodal = jmvae_guides.ZeroedGuide(joint, "x"), jmvae_guides.ZeroedGuide(joint, "w")
+    else:
+        unimodal = jmvae_guides.UnimodalGuide(net, "x"), jmvae_guides.UnimodalGuide(net, "w")
+    return JMVAEComponents(config, JMVAE(net), joint, *unimodal)
+
+
+def _build_vlvae(config: RunConfig) -> Components:
     net, name = config.net, config.guide
-    if name not in GUIDES:
-        raise ValueError(f"unknown guide {name!r} for model vlvae; choose one of {', '.join(GUIDES)}")
     model = VLVAE(net)
     if name in BASE_GUIDES:
         guide = ImageGuide(net) if name == "image" else JointGuide(net)
@@ -122,3 +196,6 @@ def build(config: RunConfig) -> Components:
     else:
         guide = TextGuide(net, config.train.num_flows, flow_hidden)
     return Components(config, model, ImageGuide(net), guide)
+
+
+BUILDERS = {"vlvae": _build_vlvae, "jmvae": _build_jmvae}
