@@ -1,8 +1,10 @@
-"""Step time of the Pyro training step (Eq. 1) against the same networks and loss written in
-plain PyTorch, measured in one run with the two interleaved so machine noise hits both alike.
+"""Step time of the Pyro training step against the same networks and loss written in plain
+PyTorch, measured in one run with the two interleaved so machine noise hits both alike:
+the VLVAE's Eq. 1 on Two Objects, or JMVAE-kl's Eq. 4 on MNIST-shaped data.
 
-    python bench/bench_step.py --preset cpu          # 64x64, batch 32
-    python bench/bench_step.py --preset paper        # 112x112, batch 20 (use a GPU)
+    python bench/bench_step.py --preset cpu                  # VLVAE, 64x64, batch 32
+    python bench/bench_step.py --preset paper                # VLVAE, 112x112, batch 20 (use a GPU)
+    python bench/bench_step.py --model jmvae --preset cpu    # JMVAE-kl, paper MLPs, batch 100
 
 Prints the median step time of each and their ratio (target: Pyro <= 1.15x plain).
 """
@@ -18,9 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
-from torch.distributions import Beta, Normal  # noqa: E402
+from torch.distributions import Beta, Normal, kl_divergence  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from models.jmvae import one_hot_words  # noqa: E402
 from models.vlvae import ALPHA_EPS, PIXEL_EPS  # noqa: E402
 from training.config import preset, resolve  # noqa: E402
 from training.schemes import build  # noqa: E402
@@ -40,28 +43,57 @@ def plain_loss(model, guide, x, y, annealing, x_weight, y_weight):
     return -(x_weight * log_px + y_weight * log_py - annealing * kl).mean()
 
 
+def _gaussian(head, h):
+    loc, raw_scale = head.linear(h).chunk(2, dim=-1)
+    return Normal(loc, F.softplus(raw_scale) + 1e-4)
+
+
+def plain_jmvae_loss(c, x, y, annealing, alpha):
+    """-Eq. 4 of the JMVAE paper (JMVAE-kl) per datapoint, written directly in PyTorch."""
+    words = one_hot_words(c.model.config, y)
+    q = _gaussian(c.guide.head, torch.cat([c.guide.image(x), c.guide.text(words)], dim=-1))
+    z = q.rsample()
+    kl = (q.log_prob(z) - Normal(torch.zeros_like(z), 1.0).log_prob(z)).sum(-1)
+    log_px = -F.binary_cross_entropy_with_logits(c.model.image_decoder(z), x, reduction="none").sum((-3, -2, -1))
+    logits = c.model.text_decoder(z)
+    log_py = -(F.cross_entropy(logits.transpose(1, 2), (y - 1).clamp(min=0), reduction="none") * (y != 0)).sum(-1)
+    q_x = _gaussian(c.image_guide.head, c.image_guide.branch(x))
+    q_w = _gaussian(c.text_guide.head, c.text_guide.branch(words))
+    kls = kl_divergence(q, q_x).sum(-1) + kl_divergence(q, q_w).sum(-1)
+    return -(log_px + log_py - annealing * kl).mean() + alpha * kls.mean()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="vlvae", choices=("vlvae", "jmvae"),
+                   help="vlvae (Eq. 1, Two Objects) or jmvae (JMVAE-kl, MNIST shapes); default vlvae")
     p.add_argument("--preset", default="cpu", help="network and batch preset: cpu, paper or tiny (default cpu)")
     p.add_argument("--steps", type=int, default=30, help="timed steps of each kind (default 30)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    config = resolve(preset(args.preset))
+    if args.model == "jmvae":  # MNIST's shapes without reading MNIST: 10 one-word labels
+        config = preset(args.preset, "mnist", "jmvae")
+        config.net.vocab, config.net.text_length = [str(d) for d in range(10)], 1
+    else:
+        config = resolve(preset(args.preset))
     device = torch.device(args.device)
     components = build(config).to(device)
     model, guide = components.model, components.guide
     t = config.train
-    params = list(model.parameters()) + list(guide.parameters())
+    params = [p for m in components.trained().values() for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=t.lr)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand((t.batch_size,) + config.net.image_shape, generator=g).to(device)
+    x = torch.rand((t.batch_size,) + config.net.image_shape, generator=g)
+    x = (x.round() if args.model == "jmvae" else x).to(device)
     y = torch.randint(1, len(config.net.vocab) + 1, (t.batch_size, config.net.text_length), generator=g).to(device)
 
     def pyro_step():
         return components.loss(t.warmup_steps // 2, x, y)[0]
 
     def plain_step():
+        if args.model == "jmvae":
+            return plain_jmvae_loss(components, x, y, 0.5, t.alpha)
         return plain_loss(model, guide, x, y, 0.5, t.x_weight, t.y_weight)
 
     times = {"pyro": [], "plain": []}
@@ -79,12 +111,12 @@ def main(argv=None):
             if i >= 3:  # warm-up steps are not timed
                 times[name].append(time.perf_counter() - start)
     pyro_s, plain_s = statistics.median(times["pyro"]), statistics.median(times["plain"])
-    print(f"preset {args.preset}, batch {t.batch_size}, image {config.net.image_shape}, device {device}, "
+    print(f"{args.model}, preset {args.preset}, batch {t.batch_size}, image {config.net.image_shape}, device {device}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"pyro step  {pyro_s * 1000:8.1f} ms (median of {args.steps})")
     print(f"plain step {plain_s * 1000:8.1f} ms")
     print(f"ratio pyro/plain {pyro_s / plain_s:.3f} (target <= 1.15)")
-    result = {"model": "vlvae", "preset": args.preset, "device": str(device), "batch_size": t.batch_size,
+    result = {"model": args.model, "preset": args.preset, "device": str(device), "batch_size": t.batch_size,
               "threads": torch.get_num_threads(), "pyro_ms": round(pyro_s * 1000, 2),
               "plain_ms": round(plain_s * 1000, 2), "ratio": round(pyro_s / plain_s, 3),
               "pyro_steps_per_s": round(1 / pyro_s, 2)}
