@@ -56,7 +56,15 @@ def parser() -> argparse.ArgumentParser:
                                         "trained there if missing)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--out", required=True, help="folder for results.json and tables.md")
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out (default: refuse)")
     return p
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def evaluate(args) -> dict:
@@ -129,16 +137,18 @@ def evaluate_jmvae(args) -> dict:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    out = Path(args.out)
     try:
+        if (out / "results.json").exists() and not args.overwrite:
+            raise RunError(f"{out} already holds results; pass --overwrite to replace them or choose another --out")
         results = evaluate(args)
     except (RunError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_atomically(out / "results.json", json.dumps(results, indent=2))
     table = jmvae_report.markdown(results) if args.model == "jmvae" else markdown(results)
-    (out / "tables.md").write_text(table)
+    write_atomically(out / "tables.md", table)
     print(table)
     print(f"wrote {out / 'results.json'} and {out / 'tables.md'}")
     return 0

@@ -71,6 +71,15 @@ def test_bad_input_is_one_clear_line(command, args, message, tmp_path, monkeypat
     assert not [p for p in tmp_path.iterdir() if p.name != "data"]  # no half-made run or result folder
 
 
+def test_evaluate_never_overwrites_results_unasked(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("{}")
+    assert _main("evaluate")(["--base", "nowhere", "--out", str(tmp_path)]) == 2
+    assert "already holds results; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "results.json").read_text() == "{}"
+    assert _main("evaluate")(["--base", "nowhere", "--out", str(tmp_path), "--overwrite"]) == 2
+    assert "nowhere is not a run directory" in capsys.readouterr().err  # asked: it goes on to the runs
+
+
 def test_fetch_without_pypi_says_what_to_do(tmp_path, monkeypatch, capsys):
     import subprocess
 
