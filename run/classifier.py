@@ -49,8 +49,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"initial Adam learning rate, cosine-annealed to 0 (default {DEFAULTS.lr})")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--out", help="folder to save the classifier in (default runs/classifier-<dataset>-<image size>); "
-                                 "an existing classifier there is replaced")
+    p.add_argument("--out", help="folder to save the classifier in (default runs/classifier-<dataset>-<image size>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a classifier already in --out (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -63,6 +63,8 @@ def main(argv=None) -> int:
                               seed=args.seed)
     out = Path(args.out) if args.out else default_classifier_dir(data)
     try:
+        if (out / CONFIG_FILE).exists() and not args.overwrite:
+            raise RunError(f"{out} already holds a classifier; pass --overwrite to replace it or choose another --out")
         device = pick_device(args.device)
         classifier = train_classifier(data, config, device, progress=not args.no_progress)
         save_classifier(classifier, out)

@@ -80,6 +80,15 @@ def test_evaluate_never_overwrites_results_unasked(tmp_path, capsys):
     assert "nowhere is not a run directory" in capsys.readouterr().err  # asked: it goes on to the runs
 
 
+def test_classifier_is_never_replaced_unasked(tmp_path, capsys):
+    (tmp_path / "classifier.json").write_text("{}")
+    assert _main("classifier")(["--out", str(tmp_path), "--image-size", "30"]) == 2
+    assert "already holds a classifier; pass --overwrite" in capsys.readouterr().err
+    assert _main("classifier")(["--out", str(tmp_path), "--image-size", "30", "--overwrite"]) == 2
+    assert "image_size must be an integer >= 32" in capsys.readouterr().err  # asked: it goes on
+    assert (tmp_path / "classifier.json").read_text() == "{}"
+
+
 def test_fetch_without_pypi_says_what_to_do(tmp_path, monkeypatch, capsys):
     import subprocess
 
