@@ -35,6 +35,7 @@ class TrainConfig:
     skip_bad_steps: bool = False  # skip (and count) steps with a non-finite loss or gradient instead of stopping
     num_flows: int = 6           # coupling flows in q(z|y) and q(z); 0 makes q(z|y) Gaussian
     text_true_weighted: bool = False  # Eq. 3 with the text likelihood weight y_weight (an option)
+    world_size: int = 1          # processes the run was started with (torchrun); batch_size is per process
 
 
 @dataclass
