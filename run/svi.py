@@ -10,6 +10,9 @@
 Text guides and the prior are fitted to a trained VLVAE (``--base``); if that run does not
 exist yet it is trained first. Every run writes a run directory (config.json, checkpoints,
 metrics.jsonl, sample grids) that ``training.trainer.load_run`` loads back in one call.
+
+Data parallel on N GPUs (or N CPU processes with gloo): ``torchrun --nproc_per_node=N run/svi.py ...``;
+--batch-size is then per process (see training/distributed.py).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from datasets.registry import DATASETS  # noqa: E402
+from training import distributed  # noqa: E402
 from training.config import PRESETS, RunConfig, preset  # noqa: E402
 from training.rundir import RunDir, RunError  # noqa: E402
 from training.schemes import BASE_GUIDES, MODEL_GUIDES  # noqa: E402
@@ -54,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
                                              "the preset's)")
     p.add_argument("--guide-steps", type=int, help="optimisation steps of a text guide or the prior (default: "
                                                    "the preset's)")
-    p.add_argument("--batch-size", type=int, help="images per step (default: the preset's; paper 20)")
+    p.add_argument("--batch-size", type=int, help="images per step and process (default: the preset's; paper 20); "
+                                                  "under torchrun the global batch is this times the processes")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's; paper 4e-4)")
     p.add_argument("--warmup-steps", type=int, help="steps over which the KL weight rises from ~0 to 1 "
                                                     "(default: the preset's; paper 20k)")
@@ -97,7 +102,7 @@ def make_config(args, device) -> RunConfig:
         raise RunError(f"unknown guide {guide!r} for model {args.model}; choose one of "
                        f"{', '.join(MODELS[args.model])}")
     name = args.preset or ("paper" if device.type == "cuda" else "cpu")
-    if not args.preset:
+    if not args.preset and distributed.is_main():
         print(f"preset: {name} (on {device.type}; pick another with --preset)")
     config = preset(name, dataset, args.model)
     config.model, config.guide = args.model, guide
@@ -125,11 +130,14 @@ def run_training(config: RunConfig, out: Path, args, device) -> None:
                 raise RunError(f"no trained base VLVAE in {base_out}; train one with "
                                f"`python run/svi.py --model {config.model} --guide image --out {base_out}` "
                                f"or drop --no-train-base")
-            print(f"no trained base VLVAE in {base_out}: {'resuming' if base.exists() else 'training'} it first")
+            if distributed.is_main():
+                print(f"no trained base VLVAE in {base_out}: {'resuming' if base.exists() else 'training'} it first")
             train(base_config, base, device=device, resume=base.exists(), progress=not args.no_progress)
         config.base_run = str(base_out.resolve())
     started = time.time()
     components = train(config, run, device=device, base=base, resume=args.resume, progress=not args.no_progress)
+    if not distributed.is_main():
+        return components
     last = (run.metrics() or [{}])[-1]
     print(f"\n{config.model}/{config.guide} ({config.preset} preset) trained {config.num_steps} steps "
           f"in {time.time() - started:.0f} s on {device}")
@@ -142,16 +150,20 @@ def run_training(config: RunConfig, out: Path, args, device) -> None:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        device = pick_device(args.device)
+        device = distributed.setup(args.device) if distributed.launched() else pick_device(args.device)
         config = make_config(args, device)
         out = Path(args.out or f"runs/{config.model}-{config.guide}-{config.preset}")
         run_training(config, out, args, device)
-    except Interrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
+    except Interrupted as e:  # all ranks agreed on it: rank 0 says it
+        if distributed.is_main():
+            print(f"interrupted: {e}", file=sys.stderr)
         return 130
     except (RunError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        rank = distributed.context().rank
+        print(f"error{f' (rank {rank})' if rank else ''}: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.cleanup()
     return 0
 
 

@@ -46,9 +46,27 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, monkeypatch):
     assert [p.name for p in run.checkpoint_paths()] == ["step_0000003.pt"]
     monkeypatch.undo()
     resumed = train(_config(tmp_path), run, device=torch.device("cpu"), resume=True, progress=False)
-    for name, module in straight.trained().items():
-        theirs = resumed.trained()[name].state_dict()
+    _assert_same_parameters(straight, resumed)
+
+
+def _assert_same_parameters(a, b):
+    for name, module in a.trained().items():
+        theirs = b.trained()[name].state_dict()
         assert all(torch.equal(v, theirs[k]) for k, v in module.state_dict().items()), name
+
+
+def test_resuming_from_a_regular_checkpoint_is_bit_identical(tmp_path):
+    """Checkpoints write sample grids, which draw random numbers: they must not shift the training stream."""
+    config = tiny_config(tmp_path, steps=6)
+    config.train.checkpoint_every = 3
+    straight = train(config, RunDir(tmp_path / "straight"), device=torch.device("cpu"), progress=False)
+    run = RunDir(tmp_path / "stopped")
+    config.train.steps = 3
+    train(config, run, device=torch.device("cpu"), progress=False)
+    config.train.steps = 6
+    run.config_path.write_text(config.to_json())  # the same run, asked to go on to step 6
+    resumed = train(config, run, device=torch.device("cpu"), resume=True, progress=False)
+    _assert_same_parameters(straight, resumed)
 
 
 def test_nan_loss_stops_with_a_checkpoint_of_the_last_good_state(tmp_path, monkeypatch):

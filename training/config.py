@@ -37,6 +37,7 @@ class TrainConfig:
     num_flows: int = 6           # coupling flows in q(z|y) and q(z); 0 makes q(z|y) Gaussian
     text_true_weighted: bool = False  # Eq. 3 with the text likelihood weight y_weight (an option)
     alpha: float = 0.1           # JMVAE-kl: weight of the two KL terms of Eq. 4 (paper: 0.01, 0.1, 1)
+    world_size: int = 1          # processes the run was started with (torchrun); batch_size is per process
 
 
 # The guides that fit a frozen, already trained model (for ``guide_steps``); all others train the model.

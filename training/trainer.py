@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from datasets.loader import BatchLoader
 from datasets.registry import make_dataset
-from training import samples
+from training import distributed, samples
 from training.config import RunConfig, resolve
 from training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
 from training.schemes import Components, build
@@ -69,10 +69,14 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
           progress: bool = True) -> Components:
     """Train ``config.guide`` (with the model for base schemes) into ``run``; returns the components."""
     seed_everything(config.train.seed)
+    ctx = distributed.context()  # a single process unless started by torchrun (see training/distributed.py)
     components = build(resolve(config))  # network shapes are checked before any data is made
-    train_set = make_dataset(config.data, "train", progress=progress)
-    val_set = make_dataset(config.data, "val", progress=progress)
-    loader = BatchLoader(train_set, config.train.batch_size, device, seed=config.train.seed)  # bad sizes fail
+    with distributed.local_main_first():  # one process per machine renders a missing dataset cache
+        train_set = make_dataset(config.data, "train", progress=progress and ctx.is_main)
+        val_set = make_dataset(config.data, "val", progress=progress and ctx.is_main)
+    batch_size = distributed.per_rank_batch(config, run.config() if resume else None)
+    loader = BatchLoader(train_set, batch_size, device, seed=config.train.seed, rank=ctx.rank,
+                         world_size=ctx.world_size)  # bad sizes fail
     fixed = samples.fixed_batch(val_set, device)  # here, before the run directory is made
     state = None
     if resume:
@@ -86,10 +90,12 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
             _load_modules(components.frozen(), load_file(run.base_path, "base weights"), run.base_path)
         else:
             load_base(components, base)
-    if not resume:
-        run.create(config)  # only once the base fits
-    if not components.trains_model and not run.base_path.exists():
-        _save_base(components, run, base)
+    distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
+    if ctx.is_main:
+        if not resume:
+            run.create(config)  # only once the base fits
+        if not components.trains_model and not run.base_path.exists():
+            _save_base(components, run, base)
     components.to(device)
     components.freeze()
     params = [p for m in components.trained().values() for p in m.parameters()]
@@ -100,6 +106,7 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         start = state["step"]
+    distributed.seed_rank(config.train.seed, state)
     for m in components.trained().values():
         m.train()
 
@@ -150,24 +157,33 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
     config, t = components.config, components.config.train
     params = [p for group in optimizer.param_groups for p in group["params"]]
     steps, skipped = config.num_steps, 0
+    ctx = distributed.context()
+    step_loss = distributed.data_parallel(components)  # components.loss in a single process
 
-    def checkpoint(step):
-        run.save_checkpoint(step, {**{k: m.state_dict() for k, m in components.trained().items()},
-                                   "optimizer": optimizer.state_dict()}, keep=t.keep_checkpoints)
-        samples.save(components, fixed, run.samples / f"step_{step:07d}.png")
+    def checkpoint(step):  # every rank calls it at the same steps; rank 0 writes
+        ranks_rng = distributed.rank_rng_states()
+        if ctx.is_main:
+            run.save_checkpoint(step, {**{k: m.state_dict() for k, m in components.trained().items()},
+                                       "optimizer": optimizer.state_dict(), "world_size": ctx.world_size,
+                                       **ranks_rng}, keep=t.keep_checkpoints)
+            devices = [fixed[0].device] if fixed[0].is_cuda else []
+            with torch.random.fork_rng(devices=devices):  # sampling leaves the training stream as the checkpoint has it
+                samples.save(components, fixed, run.samples / f"step_{step:07d}.png")
+        distributed.barrier()
 
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not (progress and ctx.is_main),
                desc=f"{config.model}/{config.guide}", dynamic_ncols=True)
     started = time.time()
     with _StopSignals() as stop:
         for step in bar:
             x, y = loader.batch(step)
             with pyro.validation_enabled(step == start):  # shapes and supports are checked on the first step only
-                loss, terms = components.loss(step, x, y)
+                loss, terms = step_loss(step, x, y)
             optimizer.zero_grad(set_to_none=True)
-            if math.isfinite(loss.item()):
-                loss.backward()
-            if not (math.isfinite(loss.item()) and _finite_gradients(params)):
+            finite = not distributed.any_rank(not math.isfinite(loss.item()))  # all ranks skip or stop together
+            if finite:
+                loss.backward()  # under DDP: gradients averaged over ranks, the same on each
+            if not (finite and _finite_gradients(params)):
                 if not t.skip_bad_steps:
                     checkpoint(step)
                     raise RunError(f"non-finite loss or gradient at step {step + 1} (loss {loss.item()}, terms "
@@ -180,14 +196,17 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
                 optimizer.step()
             done = step + 1
             if done % t.log_every == 0 or done == steps:
-                record = {"step": done, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
-                          "skipped": skipped, "seconds": round(time.time() - started, 2)}
-                run.log(record)
+                values = distributed.mean_over_ranks({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+                record = {"step": done, **values, "skipped": skipped, "seconds": round(time.time() - started, 2)}
+                if ctx.is_main:
+                    run.log(record)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "seconds", "skipped")})
-            if done % t.checkpoint_every == 0 or done == steps or stop.received:
+            stopping = distributed.any_rank(stop.received is not None)  # all ranks stop after the same step
+            if done % t.checkpoint_every == 0 or done == steps or stopping:
                 checkpoint(done)
-            if stop.received:
-                raise Interrupted(f"{stop.received} received: stopped after step {done} with a checkpoint in "
+            if stopping:
+                raise Interrupted(f"{stop.received or 'a stop signal to another process'} received: stopped after "
+                                  f"step {done} with a checkpoint in "
                                   f"{run.checkpoints}; continue with the same command and --resume")
 
 
