@@ -76,8 +76,8 @@ def _patch(setattr_, compare: bool = True):
     original_preset, original_loss, original_step = svi.preset, Components.loss, torch.optim.Adam.step
     first_grads = []
 
-    def preset(name, dataset="two_objects"):
-        config = original_preset(name, dataset)
+    def preset(name, dataset="two_objects", model="vlvae"):
+        config = original_preset(name, dataset, model)
         config.net.dropout = 0.0
         return config
 
