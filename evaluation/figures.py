@@ -322,6 +322,9 @@ def training_curves(run, out) -> Path:
     if not records:
         raise ValueError(f"{run.metrics_path} has no records yet; curves need a run that logged at least once")
     keys = list(dict.fromkeys(k for r in records for k in r if k not in ("step", "seconds")))
+    skipped = records[-1].get("skipped", 0)
+    if not skipped:  # an all-zero panel says nothing; the title says none were skipped
+        keys = [k for k in keys if k != "skipped"]
     ncols = min(3, len(keys))
     nrows = math.ceil(len(keys) / ncols)
     fig = Figure(figsize=(1.4 * PANEL * ncols, PANEL * nrows + TITLE), layout="constrained")
@@ -338,5 +341,6 @@ def training_curves(run, out) -> Path:
     seconds = records[-1].get("seconds")
     fig.suptitle(f"Training curves of {run.path.name}: {config.model} / {config.guide}, {config.data.name}, "
                  f"{config.preset} preset" + (f", {seconds:.0f} s" if seconds is not None else "")
-                 + "\nbatch averages per datapoint, one batch per point", fontsize=9)
+                 + f"\nbatch averages per datapoint, one batch per point; {skipped or 'no'} non-finite steps skipped",
+                 fontsize=9)
     return _save(fig, out)
