@@ -79,6 +79,22 @@ def test_nan_loss_stops_with_a_checkpoint_of_the_last_good_state(tmp_path, monke
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_a_diverged_run_resumes_with_the_advised_lower_rate_and_skipping(tmp_path, monkeypatch, capsys):
+    """The NaN message says: lower --lr and --resume, or pass --skip-bad-steps. Both must work."""
+    run = RunDir(tmp_path / "nan")
+    _inject(monkeypatch, 3, lambda loss: loss * float("nan"))
+    with pytest.raises(RunError, match="lower --lr and --resume"):
+        train(_config(tmp_path), run, device=torch.device("cpu"), progress=False)
+    monkeypatch.undo()
+    config = _config(tmp_path)
+    config.train.lr, config.train.skip_bad_steps = config.train.lr / 4, True
+    resumed = train(config, run, device=torch.device("cpu"), resume=True, progress=False)
+    assert "with train.lr 0.001 -> 0.00025" in capsys.readouterr().out
+    assert run.config() == config and run.latest_checkpoint()["step"] == 6
+    state = run.latest_checkpoint()["optimizer"]
+    assert all(group["lr"] == config.train.lr for group in state["param_groups"])
+
+
 def test_bad_steps_can_be_skipped_and_counted(tmp_path, monkeypatch):
     config = _config(tmp_path)
     config.train.skip_bad_steps = True
@@ -105,7 +121,7 @@ def test_sigterm_to_a_real_training_process_then_resume(tmp_path):
     assert 3 <= stopped_at < 40
     changed = subprocess.run(command[:5] + ["50"] + command[6:] + ["--resume"], env=env, capture_output=True,
                              text=True, timeout=120)
-    assert changed.returncode == 2 and "started with another configuration" in changed.stderr
+    assert changed.returncode == 2 and "started with other settings (train.steps)" in changed.stderr
     resumed = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert RunDir(tmp_path / "run").latest_checkpoint()["step"] == 40

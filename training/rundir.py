@@ -86,7 +86,13 @@ class RunDir:
         self.check_fresh()
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.samples.mkdir(exist_ok=True)
-        self.config_path.write_text(config.to_json())
+        self.save_config(config)
+
+    def save_config(self, config: RunConfig) -> None:
+        """``config.json``, replaced atomically."""
+        tmp = self.config_path.with_name(self.config_path.name + ".tmp")
+        tmp.write_text(config.to_json())
+        os.replace(tmp, self.config_path)
 
     def config(self) -> RunConfig:
         if not self.exists():

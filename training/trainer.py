@@ -1,6 +1,7 @@
 """The training loop shared by every scheme, and loading a trained run back in one call."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import signal
@@ -80,8 +81,7 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     fixed = samples.fixed_batch(val_set, device)  # here, before the run directory is made
     state = None
     if resume:
-        if run.config() != config:
-            raise RunError(f"{run.path} was started with another configuration; resume it without changing flags")
+        changed = _resume_changes(run.config(), config, run)
         state = run.latest_checkpoint() if run.checkpoint_paths() else None  # none yet: start over
     else:
         run.check_fresh()
@@ -94,6 +94,8 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     if ctx.is_main:
         if not resume:
             run.create(config)  # only once the base fits
+        elif changed:
+            run.save_config(config)
         if not components.trains_model and not run.base_path.exists():
             _save_base(components, run, base)
     components.to(device)
@@ -104,6 +106,8 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     if state is not None:
         _load_modules(components.trained(), state, "the last checkpoint")
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"] = config.train.lr  # the stored state has the old rate; --lr may have changed it
         set_rng_state(state["rng"])
         start = state["step"]
     distributed.seed_rank(config.train.seed, state)
@@ -114,6 +118,30 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     for m in components.modules():
         m.eval()
     return components
+
+
+# What a resumed run may change: the remedies for a run that diverged (see ``_fit``).
+RESUMABLE_CHANGES = ("lr", "skip_bad_steps")
+
+
+def _flat(config: RunConfig) -> dict:
+    """Settings by dotted name (``train.lr``)."""
+    return {f"{section}.{key}" if isinstance(values, dict) else section: value
+            for section, values in dataclasses.asdict(config).items()
+            for key, value in (values.items() if isinstance(values, dict) else [(None, values)])}
+
+
+def _resume_changes(stored: RunConfig, config: RunConfig, run: RunDir) -> list[str]:
+    """The settings ``config`` changes in the resumed run; a RunError naming any outside ``RESUMABLE_CHANGES``."""
+    old, new = _flat(stored), _flat(config)
+    changed = [name for name in new if new[name] != old.get(name)]
+    refused = [name for name in changed if name.removeprefix("train.") not in RESUMABLE_CHANGES]
+    if refused:
+        raise RunError(f"{run.path} was started with other settings ({', '.join(refused)}); resume it with the "
+                       f"same flags (only --lr and --skip-bad-steps may change)")
+    for name in changed:
+        print(f"resuming {run.path} with {name} {old[name]} -> {new[name]}")
+    return changed
 
 
 class Interrupted(RunError):
