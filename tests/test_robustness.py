@@ -88,7 +88,7 @@ def test_a_diverged_run_resumes_with_the_advised_lower_rate_and_skipping(tmp_pat
     monkeypatch.undo()
     config = _config(tmp_path)
     config.train.lr, config.train.skip_bad_steps = config.train.lr / 4, True
-    resumed = train(config, run, device=torch.device("cpu"), resume=True, progress=False)
+    train(config, run, device=torch.device("cpu"), resume=True, progress=False)
     assert "with train.lr 0.001 -> 0.00025" in capsys.readouterr().out
     assert run.config() == config and run.latest_checkpoint()["step"] == 6
     state = run.latest_checkpoint()["optimizer"]
