@@ -74,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-steps", action="store_true",
                    help="skip and count steps whose loss or gradient is NaN or inf (default: stop with a checkpoint "
                         "of the last good state)")
+    p.add_argument("--clip-grad-norm", type=float, help="rescale each step's gradient to at most this norm (default: "
+                                                          "no clipping); with --lr and --skip-bad-steps, may change "
+                                                          "on --resume")
     p.add_argument("--seed", type=int, help="random seed for initialisation and batch order (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--out", help="run directory to write (default runs/<model>-<guide>-<preset>)")
@@ -112,6 +115,7 @@ def make_config(args, device) -> RunConfig:
             setattr(getattr(config, section), field, value)
     config.train.text_true_weighted = args.text_true_weighted
     config.train.skip_bad_steps = args.skip_bad_steps
+    config.train.clip_grad_norm = args.clip_grad_norm
     return config
 
 

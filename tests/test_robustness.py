@@ -80,16 +80,17 @@ def test_nan_loss_stops_with_a_checkpoint_of_the_last_good_state(tmp_path, monke
 
 
 def test_a_diverged_run_resumes_with_the_advised_lower_rate_and_skipping(tmp_path, monkeypatch, capsys):
-    """The NaN message says: lower --lr and --resume, or pass --skip-bad-steps. Both must work."""
+    """The NaN message says: --resume with a lower --lr or a --clip-grad-norm, or pass --skip-bad-steps."""
     run = RunDir(tmp_path / "nan")
     _inject(monkeypatch, 3, lambda loss: loss * float("nan"))
-    with pytest.raises(RunError, match="lower --lr and --resume"):
+    with pytest.raises(RunError, match="--resume with a lower --lr or a --clip-grad-norm"):
         train(_config(tmp_path), run, device=torch.device("cpu"), progress=False)
     monkeypatch.undo()
     config = _config(tmp_path)
-    config.train.lr, config.train.skip_bad_steps = config.train.lr / 4, True
+    config.train.lr, config.train.skip_bad_steps, config.train.clip_grad_norm = config.train.lr / 4, True, 1e-3
     train(config, run, device=torch.device("cpu"), resume=True, progress=False)
-    assert "with train.lr 0.001 -> 0.00025" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "with train.lr 0.001 -> 0.00025" in out and "train.clip_grad_norm None -> 0.001" in out
     assert run.config() == config and run.latest_checkpoint()["step"] == 6
     state = run.latest_checkpoint()["optimizer"]
     assert all(group["lr"] == config.train.lr for group in state["param_groups"])
@@ -125,3 +126,21 @@ def test_sigterm_to_a_real_training_process_then_resume(tmp_path):
     resumed = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert RunDir(tmp_path / "run").latest_checkpoint()["step"] == 40
+
+
+def test_gradient_clipping_bounds_each_update(tmp_path):
+    """The gradient the optimizer steps with has at most the clip norm (unclipped it is far larger)."""
+    config = _config(tmp_path, steps=2)
+    config.train.clip_grad_norm = 1e-3
+    seen = []
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(torch.optim.Adam, "step", step)
+        train(config, RunDir(tmp_path / "clipped"), device=torch.device("cpu"), progress=False)
+    assert len(seen) == 2 and max(seen) <= 1e-3 * (1 + 1e-4)

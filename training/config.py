@@ -34,6 +34,7 @@ class TrainConfig:
     checkpoint_every: int = 5_000
     keep_checkpoints: int = 3
     skip_bad_steps: bool = False  # skip (and count) steps with a non-finite loss or gradient instead of stopping
+    clip_grad_norm: float | None = None  # rescale the gradient to at most this norm before each step (None: never)
     num_flows: int = 6           # coupling flows in q(z|y) and q(z); 0 makes q(z|y) Gaussian
     text_true_weighted: bool = False  # Eq. 3 with the text likelihood weight y_weight (an option)
     alpha: float = 0.1           # JMVAE-kl: weight of the two KL terms of Eq. 4 (paper: 0.01, 0.1, 1)

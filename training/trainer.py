@@ -121,7 +121,7 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
 
 
 # What a resumed run may change: the remedies for a run that diverged (see ``_fit``).
-RESUMABLE_CHANGES = ("lr", "skip_bad_steps")
+RESUMABLE_CHANGES = ("lr", "skip_bad_steps", "clip_grad_norm")
 
 
 def _flat(config: RunConfig) -> dict:
@@ -138,7 +138,7 @@ def _resume_changes(stored: RunConfig, config: RunConfig, run: RunDir) -> list[s
     refused = [name for name in changed if name.removeprefix("train.") not in RESUMABLE_CHANGES]
     if refused:
         raise RunError(f"{run.path} was started with other settings ({', '.join(refused)}); resume it with the "
-                       f"same flags (only --lr and --skip-bad-steps may change)")
+                       f"same flags (only --lr, --skip-bad-steps and --clip-grad-norm may change)")
     for name in changed:
         print(f"resuming {run.path} with {name} {old[name]} -> {new[name]}")
     return changed
@@ -216,11 +216,13 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
                     checkpoint(step)
                     raise RunError(f"non-finite loss or gradient at step {step + 1} (loss {loss.item()}, terms "
                                    f"{ {k: round(v.item(), 3) for k, v in terms.items()} }); the last good state is "
-                                   f"checkpointed in {run.checkpoints}: lower --lr and --resume, or pass "
-                                   f"--skip-bad-steps")
+                                   f"checkpointed in {run.checkpoints}: --resume with a lower --lr or a "
+                                   f"--clip-grad-norm, or pass --skip-bad-steps")
                 skipped += 1
                 optimizer.zero_grad(set_to_none=True)
             else:
+                if t.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm)
                 optimizer.step()
             done = step + 1
             if done % t.log_every == 0 or done == steps:
