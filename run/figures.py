@@ -65,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--device", default="cpu", help="cpu (default), auto (CUDA when present), cuda or cuda:N")
     common.add_argument("--seed", type=int, default=0, help="random seed for the sampled z (default 0)")
+    common.add_argument("--overwrite", action="store_true", help="replace an existing PNG at --out (default: refuse)")
     sub = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
 
     def figure(name, draw, help, out):
@@ -110,6 +111,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
+        if Path(args.out).exists() and not args.overwrite:
+            raise RunError(f"{args.out} exists; pass --overwrite to replace it or choose another --out")
         torch.manual_seed(args.seed)
         path = args.draw(args, pick_device(args.device))
     except (RunError, ValueError) as e:

@@ -89,6 +89,15 @@ def test_classifier_is_never_replaced_unasked(tmp_path, capsys):
     assert (tmp_path / "classifier.json").read_text() == "{}"
 
 
+def test_figures_never_replace_a_png_unasked(tmp_path, capsys):
+    png = tmp_path / "fig.png"
+    png.write_bytes(b"a figure")
+    assert _main("figures")(["curves", "nowhere", "--out", str(png)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err and png.read_bytes() == b"a figure"
+    assert _main("figures")(["curves", "nowhere", "--out", str(png), "--overwrite"]) == 2
+    assert "nowhere is not a run directory" in capsys.readouterr().err  # asked: it goes on to the run
+
+
 def test_fetch_without_pypi_says_what_to_do(tmp_path, monkeypatch, capsys):
     import subprocess
 
