@@ -219,7 +219,8 @@ def test_zero_run_has_no_unimodal_encoders_of_its_own(fake_mnist, tmp_path):
     assert cli("svi")(["--model", "jmvae", "--guide", "zero", "--preset", "tiny", "--no-progress",
                  "--data-root", str(fake_mnist), "--out", str(tmp_path / "zero")]) == 0
     components = load_run(tmp_path / "zero")
-    assert set(RunDir(tmp_path / "zero").latest_checkpoint()) == {"step", "rng", "model", "guide", "optimizer"}
+    saved = set(RunDir(tmp_path / "zero").latest_checkpoint())
+    assert {"model", "guide", "optimizer"} <= saved and not {"image_guide", "text_guide"} & saved
     assert isinstance(components.image_guide, ZeroedGuide) and components.image_guide.joint is components.guide
 
 
