@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from datasets.registry import make_dataset
 from datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB
 from models.blocks import ImageEncoderNet, ResidualMLP
 from training.config import DataConfig
-from training.rundir import RunError, atomic_save, load_file
+from training.rundir import RunError, atomic_save, atomic_write_text, load_file
 
 RELATION_SLOT = 4
 OBJECT_SLOTS = (0, 1, 2, 3, 5, 6, 7, 8)
@@ -294,9 +293,7 @@ def save_classifier(classifier: _Classifier, path) -> None:
     atomic_save(classifier.state_dict(), path / WEIGHTS_FILE)
     info = {"kind": classifier.kind, "image_size": classifier.image_size,
             "config": dataclasses.asdict(classifier.config), **classifier.record}
-    tmp = path / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, path / CONFIG_FILE)
+    atomic_write_text(path / CONFIG_FILE, json.dumps(info, indent=2))
 
 
 def load_classifier(path, device="cpu") -> _Classifier:

@@ -29,7 +29,7 @@ from datasets.registry import make_dataset  # noqa: E402
 from evaluation import jmvae as jmvae_report  # noqa: E402
 from evaluation.report import aggregate, ceiling, markdown, prior_row, text_guide_row, validation_batches  # noqa: E402
 from metrics.correctness import get_or_train_classifier  # noqa: E402
-from training.rundir import RunError  # noqa: E402
+from training.rundir import RunError, atomic_write_text  # noqa: E402
 from training.trainer import load_run, pick_device  # noqa: E402
 
 
@@ -59,12 +59,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out (default: refuse)")
     return p
 
-
-def write_atomically(path: Path, text: str) -> None:
-    """``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def evaluate(args) -> dict:
@@ -146,9 +140,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    write_atomically(out / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     table = jmvae_report.markdown(results) if args.model == "jmvae" else markdown(results)
-    write_atomically(out / "tables.md", table)
+    atomic_write_text(out / "tables.md", table)
     print(table)
     print(f"wrote {out / 'results.json'} and {out / 'tables.md'}")
     return 0

@@ -29,10 +29,19 @@ class RunError(Exception):
 
 def atomic_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``text`` to ``path`` the same way: a reader sees the old file or the new one, never half of one."""
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def _atomic(path: Path, write) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -90,9 +99,7 @@ class RunDir:
 
     def save_config(self, config: RunConfig) -> None:
         """``config.json``, replaced atomically."""
-        tmp = self.config_path.with_name(self.config_path.name + ".tmp")
-        tmp.write_text(config.to_json())
-        os.replace(tmp, self.config_path)
+        atomic_write_text(self.config_path, config.to_json())
 
     def config(self) -> RunConfig:
         if not self.exists():

@@ -75,13 +75,14 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     with distributed.local_main_first():  # one process per machine renders a missing dataset cache
         train_set = make_dataset(config.data, "train", progress=progress and ctx.is_main)
         val_set = make_dataset(config.data, "val", progress=progress and ctx.is_main)
-    batch_size = distributed.per_rank_batch(config, run.config() if resume else None)
+    stored = run.config() if resume else None
+    batch_size = distributed.per_rank_batch(config, stored)
     loader = BatchLoader(train_set, batch_size, device, seed=config.train.seed, rank=ctx.rank,
                          world_size=ctx.world_size)  # bad sizes fail
     fixed = samples.fixed_batch(val_set, device)  # here, before the run directory is made
     state = None
     if resume:
-        changed = _resume_changes(run.config(), config, run)
+        changed = _resume_changes(stored, config, run)
         state = run.latest_checkpoint() if run.checkpoint_paths() else None  # none yet: start over
     else:
         run.check_fresh()
