@@ -6,6 +6,7 @@
     python run/svi.py --model vlvae --guide prior_agg    # learned aggregate prior q(z) (Table 2)
     python run/svi.py --model jmvae --guide kl --dataset mnist    # JMVAE-kl (Eq. 4; --alpha)
     python run/svi.py --model jmvae --guide zero --dataset mnist  # JMVAE-zero
+    python run/svi.py --model jmvae --guide vae --dataset mnist   # the image-only VAE baseline
 
 Text guides and the prior are fitted to a trained VLVAE (``--base``); if that run does not
 exist yet it is trained first. Every run writes a run directory (config.json, checkpoints,
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from datasets.registry import DATASETS  # noqa: E402
 from training import distributed  # noqa: E402
-from training.config import PRESETS, RunConfig, preset  # noqa: E402
+from training.config import LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
 from training.rundir import RunDir, RunError  # noqa: E402
 from training.schemes import BASE_GUIDES, MODEL_GUIDES  # noqa: E402
 from training.trainer import Interrupted, pick_device, train  # noqa: E402
@@ -61,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per step and process (default: the preset's; paper 20); "
                                                   "under torchrun the global batch is this times the processes")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's; paper 4e-4)")
+    p.add_argument("--lr-decay", choices=LR_DECAYS, help="learning-rate schedule: constant, or cosine (annealed to 0 "
+                                                         "over the run; default: the preset's)")
     p.add_argument("--warmup-steps", type=int, help="steps over which the KL weight rises from ~0 to 1 "
                                                     "(default: the preset's; paper 20k)")
     p.add_argument("--x-weight", type=float, help="weight of the image likelihood in Eq. 1 (paper's code 0.02)")
@@ -91,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
 OVERRIDES = {  # flag -> (config section, field)
     "data_root": ("data", "root"), "image_size": ("data", "image_size"),
     "num_train": ("data", "num_train"), "num_val": ("data", "num_val"), "steps": ("train", "steps"),
-    "guide_steps": ("train", "guide_steps"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "guide_steps": ("train", "guide_steps"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "lr_decay": ("train", "lr_decay"),
     "warmup_steps": ("train", "warmup_steps"), "x_weight": ("train", "x_weight"), "y_weight": ("train", "y_weight"), "num_flows": ("train", "num_flows"),
     "seed": ("train", "seed"), "alpha": ("train", "alpha"),
 }
@@ -116,6 +119,7 @@ def make_config(args, device) -> RunConfig:
     config.train.text_true_weighted = args.text_true_weighted
     config.train.skip_bad_steps = args.skip_bad_steps
     config.train.clip_grad_norm = args.clip_grad_norm
+    check_train(config.train)
     return config
 
 
@@ -173,8 +177,8 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     # Adam's state fills with subnormal floats that the CPU handles slowly (../shared/DESIGN.md 7).
-    # This flushes them to zero on the main thread only: intra-op worker threads (OMP_NUM_THREADS > 1)
-    # still make them, so single-threaded CPU training gains most. Set here, not in main(), as it
-    # is process-wide state that callers of main() (tests) should not inherit.
+    # Flush them to zero before the first parallel torch op: the intra-op worker threads are made
+    # later from this thread and inherit its floating-point mode (tests/test_training.py checks it).
+    # Set here, not in main(), as it is process-wide state that callers of main() should not inherit.
     torch.set_flush_denormal(True)
     sys.exit(main())

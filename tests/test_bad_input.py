@@ -29,8 +29,11 @@ def _main(command: str):
 
 TINY = ["--preset", "tiny", "--no-progress"]
 CASES = [  # command, arguments, what the last line of stderr must say
-    ("svi", TINY + ["--batch-size", "0"], "batch size must be a positive integer, got 0"),
+    ("svi", TINY + ["--batch-size", "0"], "batch_size must be positive, got 0; pass --batch-size > 0"),
     ("svi", TINY + ["--batch-size", "1000"], "fewer than one batch of 1000; use a smaller --batch-size"),
+    ("svi", TINY + ["--x-weight", "0"], "x_weight must be positive, got 0.0; pass --x-weight > 0"),
+    ("svi", TINY + ["--lr", "-0.001"], "lr must be positive, got -0.001; pass --lr > 0"),
+    ("svi", TINY + ["--warmup-steps", "-5"], "warmup_steps must not be negative, got -5"),
     ("svi", TINY + ["--num-train", "0"], "num_train must be a positive integer, got 0"),
     ("svi", TINY + ["--image-size", "16"], "image_size must be an integer >= 32, got 16"),
     ("svi", TINY + ["--dataset", "mnist"], "run `python -m datasets.fetch mnist"),

@@ -33,8 +33,13 @@ def _inject(monkeypatch, at_step, action):
     monkeypatch.setattr(Components, "loss", loss)
 
 
-def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, monkeypatch):
-    straight = train(_config(tmp_path), RunDir(tmp_path / "straight"), device=torch.device("cpu"), progress=False)
+@pytest.mark.parametrize("lr_decay", ["constant", "cosine"])
+def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, monkeypatch, lr_decay):
+    def config():
+        c = _config(tmp_path)
+        c.train.lr_decay = lr_decay  # a resumed run continues the schedule where it stopped
+        return c
+    straight = train(config(), RunDir(tmp_path / "straight"), device=torch.device("cpu"), progress=False)
     run = RunDir(tmp_path / "interrupted")
 
     def interrupt(loss):
@@ -42,10 +47,10 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, monkeypatch):
         return loss
     _inject(monkeypatch, 2, interrupt)
     with pytest.raises(Interrupted, match="SIGINT received: stopped after step 3 .* --resume"):
-        train(_config(tmp_path), run, device=torch.device("cpu"), progress=False)
+        train(config(), run, device=torch.device("cpu"), progress=False)
     assert [p.name for p in run.checkpoint_paths()] == ["step_0000003.pt"]
     monkeypatch.undo()
-    resumed = train(_config(tmp_path), run, device=torch.device("cpu"), resume=True, progress=False)
+    resumed = train(config(), run, device=torch.device("cpu"), resume=True, progress=False)
     _assert_same_parameters(straight, resumed)
 
 
@@ -128,19 +133,31 @@ def test_sigterm_to_a_real_training_process_then_resume(tmp_path):
     assert RunDir(tmp_path / "run").latest_checkpoint()["step"] == 40
 
 
-def test_gradient_clipping_bounds_each_update(tmp_path):
+def _adam_steps(monkeypatch, record):
+    """Call ``record(optimizer)`` before every Adam step."""
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        record(self)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+
+
+def test_gradient_clipping_bounds_each_update(tmp_path, monkeypatch):
     """The gradient the optimizer steps with has at most the clip norm (unclipped it is far larger)."""
     config = _config(tmp_path, steps=2)
     config.train.clip_grad_norm = 1e-3
     seen = []
-    original = torch.optim.Adam.step
-
-    def step(self, *args, **kwargs):
-        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
-        return original(self, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(torch.optim.Adam, "step", step)
-        train(config, RunDir(tmp_path / "clipped"), device=torch.device("cpu"), progress=False)
+    _adam_steps(monkeypatch, lambda opt: seen.append(float(torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(p.grad) for g in opt.param_groups for p in g["params"] if p.grad is not None])))))
+    train(config, RunDir(tmp_path / "clipped"), device=torch.device("cpu"), progress=False)
     assert len(seen) == 2 and max(seen) <= 1e-3 * (1 + 1e-4)
+
+
+def test_cosine_decay_anneals_the_rate_to_zero(tmp_path, monkeypatch):
+    config = _config(tmp_path, steps=4)
+    config.train.lr, config.train.lr_decay = 1e-3, "cosine"
+    rates = []
+    _adam_steps(monkeypatch, lambda opt: rates.append(opt.param_groups[0]["lr"]))
+    train(config, RunDir(tmp_path / "cosine"), device=torch.device("cpu"), progress=False)
+    assert rates == pytest.approx([1e-3, 1e-3 * (2 + 2**0.5) / 4, 5e-4, 1e-3 * (2 - 2**0.5) / 4])

@@ -1,5 +1,6 @@
 """Run directories, checkpoints, resuming, loading back, and the run/svi.py command."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,18 @@ def test_base_of_another_vocabulary_is_refused(tmp_path, tiny_base_run):
     config.data.name = "single_object"
     with pytest.raises(RunError, match="base run .* was trained on 'two_objects'"):
         train(config, RunDir(tmp_path / "agg"), device=torch.device("cpu"), base=tiny_base_run, progress=False)
+
+
+@pytest.mark.parametrize("script", ["svi", "evaluate"])
+def test_subnormals_are_flushed_on_every_thread(script):
+    """run/<script>.py flushes subnormal floats before its first parallel op, so that the intra-op
+    worker threads, made later, inherit it (Adam's state otherwise slows later epochs, DESIGN.md 7).
+    Importing the script must not start the thread pool first: then half the result stays subnormal."""
+    code = (f"import importlib.util, sys, torch; torch.set_num_threads(2); sys.path.insert(0, {str(ROOT)!r}); "
+            f"spec = importlib.util.spec_from_file_location('cli', {str(ROOT / 'run' / (script + '.py'))!r}); "
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec)); torch.set_flush_denormal(True); "
+            "tiny = torch.full((1 << 22,), 1e-30) * 1e-10; print((tiny != 0).sum().item())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"]

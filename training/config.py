@@ -26,6 +26,7 @@ class TrainConfig:
     guide_steps: int = 50_000    # training a text guide or the learned prior on a frozen VLVAE
     batch_size: int = 20
     lr: float = 4e-4
+    lr_decay: str = "constant"   # or "cosine": Adam's rate annealed from lr to 0 over the run's steps
     warmup_steps: int = 20_000   # KL weight from ~0 to 1 over these steps (appendix 5.3)
     x_weight: float = 0.02       # image likelihood weight (appendix 5.3.1; authors' script)
     y_weight: float = 200.0      # text likelihood weight
@@ -39,6 +40,24 @@ class TrainConfig:
     text_true_weighted: bool = False  # Eq. 3 with the text likelihood weight y_weight (an option)
     alpha: float = 0.1           # JMVAE-kl: weight of the two KL terms of Eq. 4 (paper: 0.01, 0.1, 1)
     world_size: int = 1          # processes the run was started with (torchrun); batch_size is per process
+
+
+LR_DECAYS = ("constant", "cosine")
+
+
+def check_train(t: TrainConfig) -> None:
+    """Refuse settings no run can train with (a weight of 0 would also break Pyro's ``poutine.scale``)."""
+    for name in ("steps", "guide_steps", "batch_size", "lr", "x_weight", "y_weight"):
+        if not getattr(t, name) > 0:
+            raise ValueError(f"{name} must be positive, got {getattr(t, name)}; pass --{name.replace('_', '-')} > 0")
+    for name in ("warmup_steps", "num_flows", "alpha"):
+        if getattr(t, name) < 0:
+            raise ValueError(f"{name} must not be negative, got {getattr(t, name)}; pass "
+                             f"--{name.replace('_', '-')} >= 0")
+    if t.lr_decay not in LR_DECAYS:
+        raise ValueError(f"unknown lr_decay {t.lr_decay!r}; choose one of {', '.join(LR_DECAYS)}")
+    if t.clip_grad_norm is not None and not t.clip_grad_norm > 0:
+        raise ValueError(f"clip_grad_norm must be positive, got {t.clip_grad_norm}; pass --clip-grad-norm > 0")
 
 
 # The guides that fit a frozen, already trained model (for ``guide_steps``); all others train the model.

@@ -18,7 +18,7 @@ from datasets.registry import make_dataset
 from training import distributed, samples
 from training.config import RunConfig, resolve
 from training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
-from training.schemes import Components, build
+from training.schemes import Components, build, learning_rate
 
 
 def seed_everything(seed: int) -> None:
@@ -106,9 +106,7 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     start = 0
     if state is not None:
         _load_modules(components.trained(), state, "the last checkpoint")
-        optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"] = config.train.lr  # the stored state has the old rate; --lr may have changed it
+        optimizer.load_state_dict(state["optimizer"])  # its rate is reset by every step (--lr may have changed)
         set_rng_state(state["rng"])
         start = state["step"]
     distributed.seed_rank(config.train.seed, state)
@@ -224,6 +222,8 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
             else:
                 if t.clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(t, step, steps)
                 optimizer.step()
             done = step + 1
             if done % t.log_every == 0 or done == steps:
