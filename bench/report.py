@@ -6,9 +6,11 @@
 
 Runs, each in its own process (so one's threads and memory don't colour the next):
 renderer (images/s), loader vs training (batches/s against steps/s), Pyro vs plain PyTorch
-training step (VLVAE on Two Objects, JMVAE-kl on MNIST shapes), IWAE
-vectorised vs a loop of single-particle passes with peak memory at K = 5000. On CUDA the
-step and loader figures are taken at the ``paper`` preset too, with peak GPU memory.
+training step (VLVAE on Two Objects, JMVAE-kl on MNIST shapes), JMVAE-kl training epochs on
+MNIST against plain PyTorch (2 epochs each: first and later epoch), IWAE vectorised vs a loop of
+single-particle passes with peak memory at K = 5000, and the JMVAE's joint bound (K = 1000) through
+the evaluation code against plain PyTorch. On CUDA the step and loader figures are taken at the
+``paper`` preset too, with peak GPU memory.
 Timings depend on what else the machine does: the load average is recorded.
 """
 from __future__ import annotations
@@ -48,7 +50,9 @@ def benchmarks(quick: bool, cuda: bool) -> dict[str, list[str]]:
         jobs[f"loader_{p}"] = ["bench/bench_loader.py", "--preset", p, "--steps", "5" if quick else "20"]
         jobs[f"step_vlvae_{p}"] = ["bench/bench_step.py", "--preset", p, "--steps", "5" if quick else "30"]
     jobs["step_jmvae_cpu"] = ["bench/bench_step.py", "--model", "jmvae", "--steps", "5" if quick else "30"]
+    jobs["epoch_jmvae"] = ["bench/bench_epoch.py", "--epochs", "2"]
     jobs["iwae"] = ["bench/bench_iwae.py"] + (["--k", "200", "--loop-repeats", "1", "--mem-k", "1000"] if quick else [])
+    jobs["eval_jmvae"] = ["bench/bench_jmvae_eval.py"] + (["--num-points", "200"] if quick else [])
     return jobs
 
 

@@ -4,8 +4,9 @@ For each JMVAE run (``zero`` or ``kl``), on the test set: the marginal log p(x) 
 (proposal q(z|x,w), Eq. 6) and single (q(z|x), Eq. 7) bounds, the conditional log p(x|w) with
 the multiple bound (Eq. 8: log p(x,w) - log p(w), log p(w) = log E_{p(z)}[p(w|z)] estimated from
 K prior samples) and the single bound (Eq. 9: q(z|w) in place of p(z) and as the proposal), and the
-joint log p(x,w) (Table 3). The model/proposal pairs are in ``evaluation.bounds``; every bound
-comes with its mean ESS and PSIS k-hat.
+joint log p(x,w) (Table 3). A VAE run (``vae``, the paper's VAE row) has only the marginal log p(x)
+with proposal q(z|x), in the multiple column as in the paper. The model/proposal pairs are in
+``evaluation.bounds``; every bound comes with its mean ESS and PSIS k-hat.
 """
 from __future__ import annotations
 
@@ -15,20 +16,22 @@ from metrics import BoundEstimate
 
 TABLES = (("log p(x)", "Marginal log p(x) (Table 1, left)"),
           ("log p(x|w)", "Conditional log p(x|w) (Table 1, right)"))
+KINDS = ("multiple", "single")
 
 
 def label(config) -> str:
-    """The paper's row name of a run: ``JMVAE-zero`` or ``JMVAE-kl, alpha = A``."""
-    return "JMVAE-zero" if config.guide == "zero" else f"JMVAE-kl, alpha = {config.train.alpha:g}"
+    """The paper's row name of a run: ``VAE``, ``JMVAE-zero`` or ``JMVAE-kl, alpha = A``."""
+    return {"vae": "VAE", "zero": "JMVAE-zero"}.get(config.guide, f"JMVAE-kl, alpha = {config.train.alpha:g}")
 
 
 def jmvae_row(components, batches, num_particles: int, chunk_size: int | None) -> dict:
     """Every bound of one JMVAE run over ``batches``: name -> ``BoundEstimate.summary()``."""
     b = evaluate_bounds(components, batches, num_particles, chunk_size)
-    joint = b["log p(x,w)"]
-    # Eq. 8: the diagnostics are those of the joint bound (log p(w) has a near-exact estimate).
-    b["log p(x|w) multiple"] = BoundEstimate(joint.value - b.pop("log p(w)").value, joint.ess, joint.khat,
-                                             joint.num_particles)
+    if "log p(w)" in b:  # not for the VAE
+        joint = b["log p(x,w)"]
+        # Eq. 8: the diagnostics are those of the joint bound (log p(w) has a near-exact estimate).
+        b["log p(x|w) multiple"] = BoundEstimate(joint.value - b.pop("log p(w)").value, joint.ess, joint.khat,
+                                                 joint.num_particles)
     return {name: estimate.summary() for name, estimate in b.items()}
 
 
@@ -42,7 +45,8 @@ def _theirs(value) -> str:
 
 def markdown(results: dict) -> str:
     """Table 1 (marginal and conditional, multiple and single) and Table 3 (joint), ours beside the
-    paper's, then the importance-sampling diagnostics of every bound."""
+    paper's (a run appears in the tables it has bounds for), then the importance-sampling diagnostics
+    of every bound."""
     rows = results["rows"]
     reference = paper.JMVAE_MNIST if results["dataset"] == "mnist" else {}
     lines = [f"Setting: {results['setting']}; K = {results['num_particles']} importance samples, "
@@ -52,14 +56,15 @@ def markdown(results: dict) -> str:
         lines += [f"{title}.", "", "| | multiple (ours) | single (ours) | multiple (paper) | single (paper) |",
                   "| --- | --- | --- | --- | --- |"]
         theirs = reference.get(bound, {})
-        for name in list(dict.fromkeys([*theirs, *rows])):
-            ours = [_ours(rows.get(name, {}).get(f"{bound} {kind}")) for kind in ("multiple", "single")]
-            paper_cells = [_theirs(theirs.get(name, {}).get(kind)) for kind in ("multiple", "single")]
-            lines.append(f"| {name} | " + " | ".join(ours + paper_cells) + " |")
+        ours = [name for name, bounds in rows.items() if any(f"{bound} {kind}" in bounds for kind in KINDS)]
+        for name in list(dict.fromkeys([*theirs, *ours])):
+            cells = [_ours(rows.get(name, {}).get(f"{bound} {kind}")) for kind in KINDS]
+            cells += [_theirs(theirs.get(name, {}).get(kind)) for kind in KINDS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     theirs = reference.get("log p(x,w)", {})
     lines += ["Joint log p(x,w) (Table 3).", "", "| | ours | paper |", "| --- | --- | --- |"]
-    for name in list(dict.fromkeys([*theirs, *rows])):
+    for name in list(dict.fromkeys([*theirs, *(name for name, bounds in rows.items() if "log p(x,w)" in bounds)])):
         lines.append(f"| {name} | {_ours(rows.get(name, {}).get('log p(x,w)'))} | {_theirs(theirs.get(name))} |")
     lines += ["", "Importance sampling diagnostics (the multiple conditional bound shares the joint bound's):", "",
               "| run | bound | mean ESS | mean PSIS k-hat | share k-hat > 0.7 |", "| --- | --- | --- | --- | --- |"]

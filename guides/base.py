@@ -6,8 +6,6 @@ import pyro.distributions as dist
 from pyro import poutine
 from torch import nn
 
-from models.vlvae import batch_size_of
-
 
 class Guide(nn.Module):
     """A guide is ``distribution(x, y)``: q(z | the modalities it uses), batch shape [B], event [z_dim].
@@ -20,5 +18,11 @@ class Guide(nn.Module):
         raise NotImplementedError
 
     def guide(self, x=None, y=None, *, annealing: float = 1.0):
-        with pyro.plate("data", batch_size_of(x, y), dim=-1), poutine.scale(scale=annealing):
-            return pyro.sample("z", self.distribution(x, y))
+        with poutine.scale(scale=annealing):
+            return sample_z(self.distribution(x, y))
+
+
+def sample_z(q: dist.Distribution):
+    """Site "z" ~ q in the "data" plate, whose size is q's batch size B (batch shape [B])."""
+    with pyro.plate("data", q.batch_shape[-1], dim=-1):
+        return pyro.sample("z", q)

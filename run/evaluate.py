@@ -4,14 +4,15 @@ ours beside the paper's.
     python run/evaluate.py --base runs/vlvae-image-cpu \\
         --text-true runs/vlvae-text_true-cpu --text-agg runs/vlvae-text_agg-cpu \\
         --prior runs/vlvae-prior_agg-cpu --out runs/eval-cpu
-    python run/evaluate.py --model jmvae --runs runs/jmvae-zero-cpu runs/jmvae-kl-cpu --out runs/eval-jmvae
+    python run/evaluate.py --model jmvae --runs runs/jmvae-zero-cpu runs/jmvae-kl-cpu runs/jmvae-vae-cpu \\
+        --out runs/eval-jmvae
 
 VLVAE (validation set): give several runs per kind (e.g. seeds) to get mean and standard
 deviation; the correctness classifier (paper 5.4) is trained first if there is none for the data
 (``--classifier``). JMVAE (test set): marginal, conditional (multiple and single bounds) and joint
-log-likelihoods of each run, K = 1000 importance samples by default (the authors' code used 1000
-for marginal and 5000 for conditional bounds). Writes ``results.json`` and ``tables.md`` in
-``--out`` and prints the tables.
+log-likelihoods of each run (of a ``vae`` run, the paper's VAE baseline, the marginal only), K = 1000
+importance samples by default (the authors' code used 1000 for marginal and 5000 for conditional
+bounds). Writes ``results.json`` and ``tables.md`` in ``--out`` and prints the tables.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 
 from datasets.registry import make_dataset  # noqa: E402
 from evaluation import jmvae as jmvae_report  # noqa: E402
-from evaluation.report import aggregate, ceiling, markdown, prior_row, text_guide_row, validation_batches  # noqa: E402
+from evaluation.report import aggregate, ceiling, ceiling_by_slot, markdown, prior_row, text_guide_row, validation_batches  # noqa: E402
 from metrics.correctness import get_or_train_classifier  # noqa: E402
 from training.rundir import RunError, atomic_write_text  # noqa: E402
 from training.trainer import load_run, pick_device  # noqa: E402
@@ -42,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=list(DEFAULTS), default="vlvae", help="which paper's tables (default vlvae)")
     p.add_argument("--base", help="vlvae: the trained VLVAE run (--guide image), the N(0, I) column of "
                                   "Table 2 and the ceiling (required)")
-    p.add_argument("--runs", nargs="*", default=[], help="jmvae: trained JMVAE runs (zero or kl), one row each")
+    p.add_argument("--runs", nargs="*", default=[], help="jmvae: trained JMVAE runs (zero, kl or vae), one row each")
     p.add_argument("--text-true", nargs="*", default=[], help="text_true runs (Table 1, q_True); several = seeds")
     p.add_argument("--text-agg", nargs="*", default=[], help="text_agg runs (Table 1, q_Agg); several = seeds")
     p.add_argument("--prior", nargs="*", default=[], help="prior_agg runs (Table 2, learned q(z)); several = seeds")
@@ -95,6 +96,8 @@ def evaluate(args) -> dict:
                     for kind in ("text_true", "text_agg") if loaded[kind]},
         "table_2": {"prior": aggregate([prior_row(base, classifier, batches, *bound_args)])},
     }
+    if classifier.kind == "two_objects":
+        results["ceiling_by_slot"] = ceiling_by_slot(base, classifier, batches)
     if loaded["prior_agg"]:
         results["table_2"]["prior_agg"] = aggregate([prior_row(c, classifier, batches, *bound_args)
                                                      for c in loaded["prior_agg"]])
@@ -105,19 +108,21 @@ def evaluate_jmvae(args) -> dict:
     if not args.runs:
         raise RunError("give the JMVAE runs to evaluate with --runs")
     device = pick_device(args.device)
-    loaded = [load_run(path, device) for path in args.runs]
-    for c, path in zip(loaded, args.runs):
+    loaded = {}  # row name -> components; every run is checked before any is evaluated
+    for path in args.runs:
+        c = load_run(path, device)
         if c.config.model != "jmvae":
             raise RunError(f"{path} is a {c.config.model} run, not a JMVAE run")
-        if c.config.data != loaded[0].config.data:
+        if loaded and c.config.data != next(iter(loaded.values())).config.data:
             raise RunError(f"{path} was trained on other data than {args.runs[0]}")
-    config = loaded[0].config
+        name = jmvae_report.label(c.config)
+        if name in loaded:
+            raise RunError(f"{path} is a second {name} run; give one run per row")
+        loaded[name] = c
+    config = next(iter(loaded.values())).config
     batches = list(validation_batches(make_dataset(config.data, "val"), args.num_points, args.batch_size, device))
     rows = {}
-    for c, path in zip(loaded, args.runs):
-        name = jmvae_report.label(c.config)
-        if name in rows:
-            raise RunError(f"{path} is a second {name} run; give one run per row")
+    for name, c in loaded.items():
         pyro.set_rng_seed(args.seed)
         rows[name] = jmvae_report.jmvae_row(c, batches, args.particles, args.chunk)
     return {
@@ -149,5 +154,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    torch.set_flush_denormal(True)  # as in run/svi.py (main thread only)
+    torch.set_flush_denormal(True)  # as in run/svi.py: before any parallel op, so every thread
     sys.exit(main())

@@ -133,10 +133,11 @@ def test_kl_loss_is_elbo_minus_alpha_kls_and_trains_the_unimodal_encoders():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in guide.head.parameters())
 
 
-def test_a_few_steps_lower_the_loss():
+@pytest.mark.parametrize("guide", ["kl", "zero", "vae"])
+def test_a_few_steps_lower_the_loss(guide):
     net = mnist_net()
     config = preset("tiny", "mnist", "jmvae")
-    config.net = net
+    config.net, config.guide = net, guide
     components = build(config)
     x, w = data(net, 16)
     params = [p for m in components.trained().values() for p in m.parameters()]
@@ -224,6 +225,43 @@ def test_zero_run_has_no_unimodal_encoders_of_its_own(fake_mnist, tmp_path):
     assert isinstance(components.image_guide, ZeroedGuide) and components.image_guide.joint is components.guide
 
 
+@pytest.fixture(scope="module")
+def vae_run(fake_mnist, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "jmvae-vae"
+    args = ["--model", "jmvae", "--guide", "vae", "--preset", "tiny", "--no-progress",
+            "--data-root", str(fake_mnist), "--out", str(out)]
+    assert cli("svi")(args) == 0
+    return RunDir(out), args
+
+
+def test_vae_run_trains_the_image_model_alone_and_resumes(vae_run):
+    run, args = vae_run
+    assert run.config().guide == "vae"
+    assert {"loss", "log_px", "kl"} <= set(run.metrics()[-1]) and "log_py" not in run.metrics()[-1]
+    saved = set(run.latest_checkpoint())
+    assert {"model", "guide", "optimizer"} <= saved and not {"image_guide", "text_guide"} & saved
+    components = load_run(run.path)
+    assert isinstance(components.guide, UnimodalGuide) and components.guide.modality == "x"
+    assert components.image_guide is components.guide and components.text_guide is None
+    run.checkpoint_paths()[-1].unlink()
+    assert cli("svi")(args + ["--resume"]) == 0
+    assert run.latest_checkpoint()["step"] == 4
+
+
+def test_vae_bound_is_log_p_x_with_proposal_q_z_given_x(vae_run):
+    """With K = 1: log p(x) = log p(x|z) + log p(z) - log q(z|x) at z ~ q(z|x), the only bound of the VAE."""
+    components = load_run(vae_run[0].path)
+    (x, w), = _test_batch(components)
+    pyro.set_rng_seed(2)
+    bounds = evaluate_bounds(components, [(x, w)], num_particles=1)
+    assert list(bounds) == ["log p(x) multiple"]
+    pyro.set_rng_seed(2)
+    q = components.image_guide.distribution(x, None)
+    z = q.sample()
+    expected = components.model.image_likelihood(z).log_prob(x) + components.model.prior(8).log_prob(z) - q.log_prob(z)
+    assert torch.allclose(bounds["log p(x) multiple"].value, expected, atol=1e-3)
+
+
 def _test_batch(components):
     from datasets.registry import make_dataset
     from evaluation.report import validation_batches
@@ -273,6 +311,20 @@ def test_evaluate_command_writes_the_paper_table(kl_run, tmp_path):
     assert "mean PSIS k-hat" in table and "Joint log p(x,w)" in table
 
 
+def test_evaluate_gives_the_vae_a_marginal_row_only(kl_run, vae_run, tmp_path):
+    out = tmp_path / "eval"
+    assert cli("evaluate")(["--model", "jmvae", "--runs", str(kl_run[0].path), str(vae_run[0].path), "--out", str(out),
+                            "--particles", "30", "--num-points", "8", "--device", "cpu"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert list(rows["VAE"]) == ["log p(x) multiple"] and rows["VAE"]["log p(x) multiple"]["mean"] < 0
+    table = (out / "tables.md").read_text()
+    marginal, conditional, joint = (table.split(title)[1].split("\n\n")[1]
+                                    for title in ("Marginal log p(x)", "Conditional log p(x|w)", "Joint log p(x,w)"))
+    vae_line = next(line for line in marginal.splitlines() if line.startswith("| VAE | "))
+    assert vae_line.endswith(" | - | -86.91 | - |") and " ± " in vae_line
+    assert "| VAE |" not in conditional and "| VAE |" not in joint
+
+
 def test_evaluate_refuses_a_vlvae_run_as_jmvae(tiny_base_run, tmp_path, capsys):
     assert cli("evaluate")(["--model", "jmvae", "--runs", str(tiny_base_run.path), "--out", str(tmp_path / "e")]) == 2
     assert "is a vlvae run, not a JMVAE run" in capsys.readouterr().err
@@ -281,3 +333,10 @@ def test_evaluate_refuses_a_vlvae_run_as_jmvae(tiny_base_run, tmp_path, capsys):
 def test_resolve_fills_mnist_shapes():
     config = resolve(preset("tiny", "mnist", "jmvae"))
     assert config.net.vocab == MNIST_VOCAB and config.net.image_shape == (1, 28, 28) and config.net.text_length == 1
+
+
+def test_evaluate_refuses_two_runs_of_one_row_before_evaluating_any(kl_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("evaluation.jmvae.jmvae_row", lambda *a, **k: pytest.fail("evaluated before checking"))
+    path = str(kl_run[0].path)
+    assert cli("evaluate")(["--model", "jmvae", "--runs", path, path, "--out", str(tmp_path / "e")]) == 2
+    assert "is a second JMVAE-kl, alpha = 0.5 run; give one run per row" in capsys.readouterr().err

@@ -3,15 +3,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from evaluation.report import aggregate, markdown
-from metrics.correctness import ClassifierConfig, save_classifier, train_classifier
+from evaluation.report import aggregate, ceiling, ceiling_by_slot, markdown
+from metrics.correctness import SLOT_NAMES, ClassifierConfig, save_classifier, train_classifier
 from training.rundir import RunDir
 from training.trainer import train
 from tests.helpers import tiny_config
+from tests.test_correctness import Oracle, scenes  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +24,28 @@ def test_aggregate_gives_mean_and_spread_over_seeds():
     out = aggregate(rows)
     assert out["correctness"] == {"mean": 65.0, "std": pytest.approx(7.0711, abs=1e-3), "runs": 2}
     assert out["log p(x|y)"]["mean"] == 11.0 and out["log p(x|y)"]["khat"] == pytest.approx(0.7)
+
+
+class ColourBlind(Oracle):
+    """Names every word of a scene's text right except the two colours."""
+
+    def forward(self, images, relation):
+        logits = super().forward(images, relation)
+        colours = [i for i, name in enumerate(SLOT_NAMES) if name.startswith("colour")]
+        logits[:, colours] *= -1
+        return logits
+
+
+def test_ceiling_scores_reconstructions_against_the_real_text_per_word(scenes):
+    """A VLVAE that reconstructs every image exactly scores what the classifier does on real images."""
+    data, images, tokens = scenes
+    exact = SimpleNamespace(image_guide=SimpleNamespace(distribution=lambda x, y: SimpleNamespace(mean=x)),
+                            model=SimpleNamespace(generate=lambda z: (z, None)))
+    batches = [(images[:5], tokens[:5]), (images[5:], tokens[5:])]
+    assert ceiling(exact, Oracle(data), batches) == 100
+    assert ceiling(exact, ColourBlind(data), batches) == 75
+    by_slot = ceiling_by_slot(exact, ColourBlind(data), batches)
+    assert by_slot == {name: 0 if name.startswith("colour") else 100 for name in SLOT_NAMES}
 
 
 def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
@@ -46,6 +70,7 @@ def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
     assert 0 <= results["table_1"]["text_agg"]["correctness"]["mean"] <= 100
     table = (tmp_path / "eval" / "tables.md").read_text()
     assert "| Correctness (%) |" in table and "72.75" in table and "75739.79" in table and "k-hat" in table
+    assert list(results["ceiling_by_slot"]) == list(SLOT_NAMES) and "Ceiling by word: size 1 " in table
     assert markdown(results) == table
 
 

@@ -33,8 +33,9 @@ def save(components, fixed, path) -> None:
         recon, recon_text = model.generate(components.guide.distribution(x, y).mean)
         prior_images, prior_text = model.generate(model.prior(len(x)).sample())
         images = torch.cat([x, recon, prior_images])
-        captions = ([f"data: {t}" for t in vocab.decode_batch(y)] + [f"recon: {t}" for t in vocab.decode_batch(recon_text)]
-                    + [f"prior: {t}" for t in vocab.decode_batch(prior_text)])
+        captions = [f"data: {t}" for t in vocab.decode_batch(y)]
+        for kind, texts in (("recon", recon_text), ("prior", prior_text)):  # JMVAE's VAE never trains p(y|z)
+            captions += [f"{kind}: {t}" for t in vocab.decode_batch(texts)] if components.models_text else [kind] * len(texts)
         title, ncols = "rows: validation data, reconstructions from q(z|x), samples from p(z)", len(x)
         text_guide = getattr(components, "text_guide", None)
         if text_guide is not None:  # JMVAE: q(z|w) of the data's texts (paper Fig. 7)

@@ -14,15 +14,20 @@ VLVAE (Cremer & Kushman, sections 2-3), ``Components``:
 Switching text inference between the true and the aggregate posterior is swapping the
 loss: both use the same ``TextGuide``.
 
-JMVAE (Suzuki et al., sections 3.2-3.3), ``JMVAEComponents``; both train the model:
+JMVAE (Suzuki et al., sections 3.2-3.3), ``JMVAEComponents``; all train the model:
 
 | guide | trains                              | q(z|x), q(z|w) at test time         | loss                       |
 | ----- | ----------------------------------- | ----------------------------------- | -------------------------- |
 | zero  | JMVAE + q(z|x,w)                    | q(z|x,w) with the other input zero  | Eq. 3 (ELBO, warm-up)      |
 | kl    | JMVAE + q(z|x,w) + q(z|x) + q(z|w)  | their own encoders                  | Eq. 4 (ELBO - alpha * KLs) |
+| vae   | p(z) p(x|z) + q(z|x)                | q(z|x); no q(z|w)                   | Eq. 3 with the image only  |
+
+The ``vae`` guide is the paper's VAE baseline (Table 1): the JMVAE with the text left out, so
+its p(w|z) stays untrained.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,9 +54,20 @@ GUIDES = {
 JMVAE_GUIDES = {
     "zero": "JMVAE-zero: q(z|x,w); unimodal inference zeroes the missing modality",
     "kl": "JMVAE-kl: q(z|x,w) with separate q(z|x), q(z|w), trained with Eq. 4 (--alpha)",
+    "vae": "the paper's VAE baseline: p(z) p(x|z) with q(z|x), images only (Eq. 3 without the text)",
 }
 MODEL_GUIDES = {"vlvae": GUIDES, "jmvae": JMVAE_GUIDES}
-BASE_GUIDES = ("image", "joint", "zero", "kl")  # these train the model itself; the others need a trained base run
+# These train the model itself; the others need a trained base run.
+BASE_GUIDES = ("image", "joint", "zero", "kl", "vae")
+
+
+def learning_rate(t, step: int, num_steps: int) -> float:
+    """Adam's rate at ``step`` (0-based) for train config ``t``: ``t.lr`` throughout, or with
+    ``t.lr_decay == "cosine"`` annealed from ``t.lr`` to 0 over the run (a function of the step
+    alone, so a resumed run continues the same schedule)."""
+    if t.lr_decay == "cosine":
+        return t.lr * 0.5 * (1 + math.cos(math.pi * step / num_steps))
+    return t.lr
 
 
 def warmup(step: int, warmup_steps: int) -> float:
@@ -100,6 +116,11 @@ class Scheme:
     def vocab(self) -> Vocabulary:
         return Vocabulary(self.config.net.vocab)
 
+    @property
+    def models_text(self) -> bool:
+        """Whether the model's p(y|z) is trained (decoded texts mean something)."""
+        return True
+
 
 @dataclass
 class Components(Scheme):
@@ -143,12 +164,17 @@ class Components(Scheme):
 
 @dataclass
 class JMVAEComponents(Scheme):
-    """A JMVAE with q(z|x,w) (``guide``) and the unimodal q(z|x), q(z|w) of JMVAE-zero or JMVAE-kl."""
+    """A JMVAE with q(z|x,w) (``guide``) and the unimodal q(z|x), q(z|w) of JMVAE-zero or JMVAE-kl;
+    for the VAE baseline, ``guide`` and ``image_guide`` are its q(z|x) and there is no q(z|w)."""
 
     model: JMVAE
-    guide: jmvae_guides.JointGuide
-    image_guide: Guide           # q(z|x): zero-input joint encoder (zero) or its own encoder (kl)
-    text_guide: Guide            # q(z|w): likewise
+    guide: Guide                 # q(z|x,w); the VAE's q(z|x)
+    image_guide: Guide           # q(z|x): zero-input joint encoder (zero), its own encoder (kl), ``guide`` (vae)
+    text_guide: Guide | None     # q(z|w): likewise; None for the VAE
+
+    @property
+    def models_text(self) -> bool:
+        return self.config.guide != "vae"
 
     def trained(self) -> dict[str, nn.Module]:
         modules = {"model": self.model, "guide": self.guide}
@@ -156,9 +182,18 @@ class JMVAEComponents(Scheme):
             modules.update(image_guide=self.image_guide, text_guide=self.text_guide)
         return modules
 
+    def freeze(self) -> None:
+        """As ``Scheme.freeze``; the VAE's p(w|z), outside its loss, gets no gradient either (DDP needs every
+        trained parameter to get one)."""
+        super().freeze()
+        if not self.models_text:
+            self.model.text_decoder.requires_grad_(False)
+
     def loss(self, step: int, x, y) -> tuple[torch.Tensor, dict]:
         t = self.config.train
         scales = dict(annealing=warmup(step, t.warmup_steps), x_weight=t.x_weight, y_weight=t.y_weight)
+        if self.config.guide == "vae":
+            return elbo_loss(self.model, self.guide, x, None, **scales)
         if self.config.guide == "zero":
             return elbo_loss(self.model, self.guide, x, y, **scales)
         return jmvae_kl_loss(self.model, self.guide, self.image_guide, self.text_guide, x, y, alpha=t.alpha, **scales)
@@ -176,6 +211,9 @@ def build(config: RunConfig) -> Scheme:
 
 def _build_jmvae(config: RunConfig) -> JMVAEComponents:
     net = config.net
+    if config.guide == "vae":
+        image_guide = jmvae_guides.UnimodalGuide(net, "x")
+        return JMVAEComponents(config, JMVAE(net), image_guide, image_guide, None)
     joint = jmvae_guides.JointGuide(net)
     if config.guide == "zero":
         unimodal = jmvae_guides.ZeroedGuide(joint, "x"), jmvae_guides.ZeroedGuide(joint, "w")
