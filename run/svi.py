@@ -86,7 +86,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="trained VLVAE run for text guides and the prior "
                                   "(default runs/<model>-image-<preset>; trained first if missing)")
     p.add_argument("--no-train-base", action="store_true", help="fail instead of training a missing base run")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; only "
+                                                         "--steps, --guide-steps, --lr, --skip-bad-steps and "
+                                                         "--clip-grad-norm may differ from the run's settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 

@@ -68,10 +68,21 @@ def test_resuming_from_a_regular_checkpoint_is_bit_identical(tmp_path):
     run = RunDir(tmp_path / "stopped")
     config.train.steps = 3
     train(config, run, device=torch.device("cpu"), progress=False)
-    config.train.steps = 6
-    run.config_path.write_text(config.to_json())  # the same run, asked to go on to step 6
+    config.train.steps = 6  # the same run, asked to go on to step 6 (--resume --steps 6)
     resumed = train(config, run, device=torch.device("cpu"), resume=True, progress=False)
     _assert_same_parameters(straight, resumed)
+    assert run.config().train.steps == 6
+
+
+def test_resume_refuses_other_changes_naming_them(tmp_path):
+    config = _config(tmp_path, steps=2)
+    run = RunDir(tmp_path / "run")
+    train(config, run, device=torch.device("cpu"), progress=False)
+    config.train.batch_size, config.train.steps = 4, 3
+    with pytest.raises(RunError, match=r"other settings \(train.batch_size\); resume it with the same flags \(only "
+                                       r"--steps, --guide-steps, --lr"):
+        train(config, run, device=torch.device("cpu"), resume=True, progress=False)
+    assert run.config().train.batch_size != 4 and run.latest_checkpoint()["step"] == 2
 
 
 def test_nan_loss_stops_with_a_checkpoint_of_the_last_good_state(tmp_path, monkeypatch):

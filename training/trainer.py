@@ -119,8 +119,9 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     return components
 
 
-# What a resumed run may change: the remedies for a run that diverged (see ``_fit``).
-RESUMABLE_CHANGES = ("lr", "skip_bad_steps", "clip_grad_norm")
+# What a resumed run may change: how long it trains, and the remedies for a run that diverged
+# (see ``_fit``). With --lr-decay cosine a new length stretches the rest of the schedule.
+RESUMABLE_CHANGES = ("steps", "guide_steps", "lr", "skip_bad_steps", "clip_grad_norm")
 
 
 def _flat(config: RunConfig) -> dict:
@@ -137,7 +138,7 @@ def _resume_changes(stored: RunConfig, config: RunConfig, run: RunDir) -> list[s
     refused = [name for name in changed if name.removeprefix("train.") not in RESUMABLE_CHANGES]
     if refused:
         raise RunError(f"{run.path} was started with other settings ({', '.join(refused)}); resume it with the "
-                       f"same flags (only --lr, --skip-bad-steps and --clip-grad-norm may change)")
+                       f"same flags (only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE_CHANGES)} may change)")
     for name in changed:
         print(f"resuming {run.path} with {name} {old[name]} -> {new[name]}")
     return changed
