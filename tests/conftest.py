@@ -20,13 +20,19 @@ def _private_data_root(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_scenes(tmp_path_factory):
-    """Eight rendered 32x32 Two Objects pairs (images float [8, 3, 32, 32], tokens [8, 9])."""
+def scenes(tmp_path_factory):
+    """Eight rendered 32x32 Two Objects scenes: (dataset, images float [8, 3, 32, 32], tokens [8, 9])."""
     from datasets.two_objects import TwoObjects
 
     data = TwoObjects(tmp_path_factory.mktemp("scenes"), "train", image_size=32, num_train=8, num_val=1,
                       progress=False, workers=1)
-    return torch.from_numpy(np.array(data.images)).float() / 255, torch.from_numpy(np.array(data.tokens))
+    return data, torch.from_numpy(np.array(data.images)).float() / 255, torch.from_numpy(np.array(data.tokens))
+
+
+@pytest.fixture(scope="session")
+def tiny_scenes(scenes):
+    """The eight scenes' (images, tokens)."""
+    return scenes[1:]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from torch import nn
 
 from datasets import celeba
 from datasets.celeba import CelebA
-from datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB, TwoObjects, true_relations
+from datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB, true_relations
 from metrics.correctness import (CONFIG_FILE, OBJECT_SLOTS, RELATION_SLOT, SLOT_NAMES, WEIGHTS_FILE, CelebAClassifier,
                                  ClassifierConfig, TwoObjectsClassifier, celeba_correctness, correctness,
                                  get_or_train_classifier, load_classifier, save_classifier, train_classifier,
@@ -31,14 +31,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    """Eight rendered 32x32 scenes: (dataset, images float [8, 3, 32, 32], tokens [8, 9])."""
-    data = TwoObjects(tmp_path_factory.mktemp("scenes"), "train", image_size=32, num_train=8, num_val=1,
-                      progress=False, workers=1)
-    return data, torch.from_numpy(np.array(data.images)).float() / 255, torch.from_numpy(np.array(data.tokens))
 
 
 class Oracle(nn.Module):

@@ -13,7 +13,7 @@ from metrics.correctness import SLOT_NAMES, ClassifierConfig, save_classifier, t
 from training.rundir import RunDir
 from training.trainer import train
 from tests.helpers import tiny_config
-from tests.test_correctness import Oracle, scenes  # noqa: F401 (a fixture)
+from tests.test_correctness import Oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 
