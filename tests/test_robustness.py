@@ -136,9 +136,9 @@ def test_sigterm_to_a_real_training_process_then_resume(tmp_path):
     assert "SIGTERM received: stopped after step" in err and "--resume" in err
     stopped_at = RunDir(tmp_path / "run").latest_checkpoint()["step"]
     assert 3 <= stopped_at < 40
-    changed = subprocess.run(command[:5] + ["50"] + command[6:] + ["--resume"], env=env, capture_output=True,
-                             text=True, timeout=120)
-    assert changed.returncode == 2 and "started with other settings (train.steps)" in changed.stderr
+    changed = subprocess.run(command + ["--resume", "--seed", "7"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert changed.returncode == 2 and "started with other settings (train.seed)" in changed.stderr
     resumed = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert RunDir(tmp_path / "run").latest_checkpoint()["step"] == 40
