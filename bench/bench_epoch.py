@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -45,6 +44,7 @@ from datasets.loader import BatchLoader  # noqa: E402
 from datasets.registry import make_dataset  # noqa: E402
 from training.config import preset, resolve  # noqa: E402
 from training.schemes import build, warmup  # noqa: E402
+from output import write_json  # noqa: E402
 
 
 def subnormals(optimizer: torch.optim.Optimizer) -> int:
@@ -117,9 +117,7 @@ def main(argv=None):
               "zoo_later_over_first": round(later["zoo"] / seconds["zoo"][0], 3),
               "plain_later_over_first": round(later["plain"] / seconds["plain"][0], 3),
               "zoo_subnormals": subnormals(optimizers["zoo"]), "plain_subnormals": subnormals(optimizers["plain"])}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(result, args.json)
     return result
 
 

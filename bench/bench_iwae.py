@@ -25,7 +25,6 @@ A benchmark, never a test.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import resource
@@ -43,6 +42,7 @@ from torch import nn  # noqa: E402
 
 from metrics.diagnostics import psis_backend_name  # noqa: E402
 from metrics.iwae import iwae_log_likelihood, log_importance_weights  # noqa: E402
+from output import write_json  # noqa: E402
 
 
 class MLPVAE(nn.Module):
@@ -271,9 +271,7 @@ def main() -> None:
                   f"(after setup {base:.0f}, +{peak - base:.0f}); "
                   f"{seconds:.1f} s for B={args.batch}")
             result[f"memory_k{k}_chunk{chunk or 'all'}_mib"] = round(peak - base)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(result, args.json)
 
 
 if __name__ == "__main__":

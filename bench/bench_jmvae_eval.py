@@ -19,7 +19,6 @@ their ratio (target: zoo <= plain; ../shared/DESIGN.md 7: plain ~19 s on 2 idle 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -40,6 +39,7 @@ from evaluation.report import validation_batches  # noqa: E402
 from models.jmvae import one_hot_words  # noqa: E402
 from training.config import preset, resolve  # noqa: E402
 from training.schemes import build  # noqa: E402
+from output import write_json  # noqa: E402
 
 
 @torch.inference_mode()
@@ -109,9 +109,7 @@ def main(argv=None):
               "batch_size": args.batch_size, "chunk": args.chunk, "zoo_s_per_1000": round(per_1000["zoo"], 2),
               "plain_s_per_1000": round(per_1000["plain"], 2),
               "ratio": round(per_1000["zoo"] / per_1000["plain"], 3), "max_difference_nats": float(f"{difference:.2e}")}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(result, args.json)
     return result
 
 

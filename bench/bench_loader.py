@@ -12,7 +12,6 @@ how many times faster than training the data arrives (>> 1: never the bottleneck
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ from datasets.loader import BatchLoader  # noqa: E402
 from datasets.registry import make_dataset  # noqa: E402
 from training.config import preset, resolve  # noqa: E402
 from training.schemes import build  # noqa: E402
+from output import write_json  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -76,8 +76,7 @@ def main(argv=None) -> dict:
     print(f"preset {result['preset']} on {result['device']}, batch {result['batch_size']}: "
           f"loader {result['loader_batches_per_s']} batches/s, training {result['train_steps_per_s']} steps/s, "
           f"loader {result['loader_over_training']}x faster than training")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

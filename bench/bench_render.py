@@ -12,11 +12,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import json
 import os
 import time
 
 from datasets.two_objects import SingleObject, TwoObjects, generate
+from output import write_json
 
 DATASETS = {"two_objects": TwoObjects, "single_object": SingleObject}
 
@@ -47,9 +47,7 @@ def main(argv=None):
             rows.append({"dataset": args.dataset, "image_size": size, "workers": workers,
                          "images_per_s": round(args.num / best, 1)})
     print(f"load average {os.getloadavg()[0]:.2f} after")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    write_json(rows, args.json)
     return rows
 
 

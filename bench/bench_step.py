@@ -11,7 +11,6 @@ Prints the median step time of each and their ratio (target: Pyro <= 1.15x plain
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from models.jmvae import one_hot_words  # noqa: E402
 from models.vlvae import ALPHA_EPS, PIXEL_EPS  # noqa: E402
 from training.config import preset, resolve  # noqa: E402
 from training.schemes import build  # noqa: E402
+from output import write_json  # noqa: E402
 
 
 def plain_loss(model, guide, x, y, annealing, x_weight, y_weight):
@@ -123,9 +123,7 @@ def main(argv=None):
     if device.type == "cuda":
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
         print(f"peak GPU memory {result['peak_gpu_mib']} MiB")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(result, args.json)
     return result
 
 
