@@ -21,6 +21,14 @@ class TextDecoderNet(nn.Module):
         self.gru = nn.GRU(embed_dim + cond_dim, hidden, batch_first=True)
         self.readout = ResidualMLP(hidden, hidden, vocab_size, num_layers=3, num_residual=1, dropout=dropout)
 
+    def train(self, mode: bool = True) -> "TextDecoderNet":
+        """As ``nn.Module.train``, but the GRU always stays in training mode. With one layer it
+        computes the same in both, and cuDNN refuses to backpropagate through a GRU in eval mode:
+        the frozen (eval-mode) p(y|z) of Eq. 3 must pass gradients on to q(z|y)."""
+        super().train(mode)
+        self.gru.train()
+        return self
+
     def logits(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [..., L, V] of text ``y`` [..., L] given decoder output ``h`` [..., C]."""
         batch = torch.broadcast_shapes(h.shape[:-1], y.shape[:-1])

@@ -1,6 +1,8 @@
 """Small shared builders for the tests."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from datasets.two_objects import VOCAB
@@ -30,3 +32,12 @@ def tiny_config(tmp_path, guide: str = "image", steps: int = 4):
     config.data.root = str(tmp_path / "data")
     config.train.steps = config.train.guide_steps = steps
     return resolve(config)
+
+
+def bare_env(data_root) -> dict:
+    """A user's bare shell for the commands: a fresh data root and no settings of ours. Where
+    the packages are found only through PYTHONPATH (a machine without an install), it is kept."""
+    env = {"MMVAE_DATA_ROOT": str(data_root), "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env

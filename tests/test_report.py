@@ -12,7 +12,7 @@ from evaluation.report import aggregate, ceiling, ceiling_by_slot, markdown
 from metrics.correctness import SLOT_NAMES, ClassifierConfig, save_classifier, train_classifier
 from training.rundir import RunDir
 from training.trainer import train
-from tests.helpers import tiny_config
+from tests.helpers import bare_env, tiny_config
 from tests.test_correctness import Oracle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
          "--text-true", str(runs["text_true"].path), "--text-agg", str(runs["text_agg"].path),
          "--prior", str(runs["prior_agg"].path), "--num-points", "8", "--particles", "30", "--chunk", "10",
          "--classifier", str(tmp_path / "classifier"), "--out", str(tmp_path / "eval")],
-        capture_output=True, text=True, timeout=300, env={"MMVAE_DATA_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"})
+        capture_output=True, text=True, timeout=300, env=bare_env(tmp_path))
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert set(results["table_1"]) == {"text_true", "text_agg"} and set(results["table_2"]) == {"prior", "prior_agg"}
@@ -78,5 +78,5 @@ def test_evaluate_refuses_a_run_of_the_wrong_kind(tmp_path, tiny_base_run):
     out = subprocess.run(
         [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path),
          "--text-agg", str(tiny_base_run.path), "--out", str(tmp_path / "eval")],
-        capture_output=True, text=True, timeout=120, env={"MMVAE_DATA_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"})
+        capture_output=True, text=True, timeout=120, env=bare_env(tmp_path))
     assert out.returncode == 2 and "is a image run, given as --text-agg" in out.stderr

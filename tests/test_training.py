@@ -11,14 +11,15 @@ import torch
 from training.config import RunConfig, preset
 from training.rundir import RunDir, RunError
 from training.trainer import load_run, train
+from tests.helpers import bare_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SVI = [sys.executable, str(ROOT / "run" / "svi.py")]
 
 
 def run_svi(*args, cwd, env_root):
-    env = {"MMVAE_DATA_ROOT": str(env_root), "PATH": "/usr/bin:/bin"}
-    return subprocess.run(SVI + list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(SVI + list(args), cwd=cwd, env=bare_env(env_root), capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_config_round_trips_through_json():

@@ -10,8 +10,10 @@ from guides.objectives import elbo_loss
 from models.blocks import GaussianHead, ImageDecoderNet, ImageEncoderNet, TextEncoderNet
 from models.text import TextDecoderNet
 from models.vlvae import VLVAE
-from training.schemes import warmup
-from tests.helpers import batch, tiny_net
+from torch import nn
+
+from training.schemes import build, warmup
+from tests.helpers import batch, tiny_config, tiny_net
 
 
 def test_networks_take_leading_particle_dims():
@@ -155,3 +157,28 @@ def test_training_step_on_cuda():
     z = model.prior(3).sample()
     images, texts = model.generate(z)
     assert images.is_cuda and texts.is_cuda
+
+
+def test_text_decoder_gru_stays_in_training_mode_and_computes_the_same():
+    """cuDNN backpropagates only through a GRU in training mode; the frozen p(y|z) of Eq. 3 needs it."""
+    net = tiny_net()
+    decoder = VLVAE(net).eval().text_decoder
+    assert decoder.gru.training and not decoder.readout.training
+    x, y = batch(net, 3)
+    h = torch.randn(3, net.hidden)
+    logits = decoder.logits(h, y)
+    nn.Module.train(decoder.gru, False)  # a plain GRU's eval mode
+    assert torch.equal(decoder.logits(h, y), logits)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_text_true_gradient_reaches_the_guide_through_the_frozen_decoder(tmp_path, device):
+    components = build(tiny_config(tmp_path, "text_true")).to(torch.device(device))
+    components.freeze()
+    components.guide.train()
+    x, y = (t.to(device) for t in batch(components.config.net, 4))
+    loss, _ = components.loss(0, x, y)
+    loss.backward()
+    assert all(p.grad is not None for p in components.guide.parameters())  # the flow starts as the identity
+    assert all(p.grad.abs().sum() > 0 for p in components.guide.encoder.parameters())
+    assert all(p.grad is None for m in components.frozen().values() for p in m.parameters())
