@@ -2,7 +2,7 @@
 PyTorch, measured in one run with the two interleaved so machine noise hits both alike:
 the VLVAE's Eq. 1 on Two Objects, or JMVAE-kl's Eq. 4 on MNIST-shaped data.
 
-    python bench/bench_step.py --preset cpu                  # VLVAE, 64x64, batch 32
+    python bench/bench_step.py --preset cpu                  # VLVAE, 64x64, batch 128
     python bench/bench_step.py --preset paper                # VLVAE, 112x112, batch 20 (use a GPU)
     python bench/bench_step.py --model jmvae --preset cpu    # JMVAE-kl, paper MLPs, batch 100
 

@@ -46,8 +46,9 @@ def parser() -> argparse.ArgumentParser:
         for model, guides in MODELS.items()))
     p.add_argument("--preset", choices=list(PRESETS),
                    help="paper: 112x112, the paper's networks and 400k steps; cpu: 64x64, narrower convolutions, "
-                        "minutes on 2 CPU cores; tiny: a smoke test (jmvae on mnist: the paper's MLPs, batch 100, "
-                        "paper 100 epochs, cpu 8 epochs). Default: paper on CUDA, cpu otherwise")
+                        "batch 128, base VLVAE about half an hour on 2 CPU cores; tiny: a smoke test (jmvae on "
+                        "mnist: the paper's MLPs, batch 100, paper 100 epochs, cpu 8 epochs). "
+                        "Default: paper on CUDA, cpu otherwise")
     p.add_argument("--dataset", help=f"one of: {'; '.join(f'{k} ({v})' for k, v in DATASETS.items())} "
                                      "(default two_objects; mnist for jmvae)")
     p.add_argument("--data-root", help="where datasets are cached or found (default $MMVAE_DATA_ROOT or "
