@@ -34,10 +34,12 @@ def tiny_config(tmp_path, guide: str = "image", steps: int = 4):
     return resolve(config)
 
 
+def python_path(*first: str) -> str:
+    """PYTHONPATH for a child process: ``first``, then this process's PYTHONPATH (on a machine
+    without an install the packages are found only through it)."""
+    return os.pathsep.join(filter(None, [*first, os.environ.get("PYTHONPATH")]))
+
+
 def bare_env(data_root) -> dict:
-    """A user's bare shell for the commands: a fresh data root and no settings of ours. Where
-    the packages are found only through PYTHONPATH (a machine without an install), it is kept."""
-    env = {"MMVAE_DATA_ROOT": str(data_root), "PATH": "/usr/bin:/bin"}
-    if "PYTHONPATH" in os.environ:
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return env
+    """A user's bare shell for the commands: a fresh data root and no settings of ours."""
+    return {"MMVAE_DATA_ROOT": str(data_root), "PATH": "/usr/bin:/bin", "PYTHONPATH": python_path()}

@@ -117,8 +117,10 @@ def _worker(out: str, argv: list[str]) -> int:
 
 def _torchrun(out: Path, args: list[str], **env):
     """Both ranks' results of this file run as the worker of a 2-process torchrun on a free port."""
+    from tests.helpers import python_path  # here, not at the top: the workers import nothing of ours before svi.py
+
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **env}
+    env = {**os.environ, "PYTHONPATH": python_path(str(ROOT)), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **env}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(Path(__file__)), str(out), *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=out)

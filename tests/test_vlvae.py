@@ -4,14 +4,13 @@ import pyro.poutine as poutine
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
+from torch import nn
 
 from guides.encoders import ImageGuide, JointGuide
 from guides.objectives import elbo_loss
 from models.blocks import GaussianHead, ImageDecoderNet, ImageEncoderNet, TextEncoderNet
 from models.text import TextDecoderNet
 from models.vlvae import VLVAE
-from torch import nn
-
 from training.schemes import build, warmup
 from tests.helpers import batch, tiny_config, tiny_net
 
@@ -164,7 +163,7 @@ def test_text_decoder_gru_stays_in_training_mode_and_computes_the_same():
     net = tiny_net()
     decoder = VLVAE(net).eval().text_decoder
     assert decoder.gru.training and not decoder.readout.training
-    x, y = batch(net, 3)
+    _, y = batch(net, 3)
     h = torch.randn(3, net.hidden)
     logits = decoder.logits(h, y)
     nn.Module.train(decoder.gru, False)  # a plain GRU's eval mode
