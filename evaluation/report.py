@@ -72,6 +72,26 @@ def prior_row(components, classifier, batches, num_particles: int, chunk_size: i
     return {"correctness": score, **{k: v.summary() for k, v in bounds.items()}}
 
 
+@torch.no_grad()
+def ceiling_row(components, classifier, batches) -> dict:
+    """The ceiling (%) of one checkpoint, and on Two Objects per object word."""
+    row = {"ceiling": ceiling(components, classifier, batches)}
+    if classifier.kind == "two_objects":
+        row["by_slot"] = ceiling_by_slot(components, classifier, batches)
+    return row
+
+
+def ceiling_curve_markdown(results: dict) -> str:
+    """The ceiling at each checkpoint of a base run, a row per step (per word on Two Objects)."""
+    rows = results["ceiling_curve"]
+    slots = list(rows[0].get("by_slot", {}))
+    table = [["step", "ceiling (%)", *slots], ["---"] * (2 + len(slots))]
+    table += [[str(row["step"]), f"{row['ceiling']:.2f}", *(f"{row['by_slot'][k]:.1f}" for k in slots)] for row in rows]
+    lines = [f"Setting: {results['setting']}; {results['num_points']} validation pairs; classifier word accuracy on "
+             f"real validation images {results['classifier_accuracy']:.2f}%.", ""]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in table]) + "\n"
+
+
 def _value(entry):
     return entry["mean"] if isinstance(entry, dict) else entry
 

@@ -13,6 +13,9 @@ deviation; the correctness classifier (paper 5.4) is trained first if there is n
 log-likelihoods of each run (of a ``vae`` run, the paper's VAE baseline, the marginal only), K = 1000
 importance samples by default (the authors' code used 1000 for marginal and 5000 for conditional
 bounds). Writes ``results.json`` and ``tables.md`` in ``--out`` and prints the tables.
+
+``--base RUN --ceiling-only`` evaluates the ceiling alone (overall and per word) at every
+checkpoint kept in RUN: which attributes a base VLVAE keeps, and how that grows with training.
 """
 from __future__ import annotations
 
@@ -28,9 +31,10 @@ import torch  # noqa: E402
 
 from datasets.registry import make_dataset  # noqa: E402
 from evaluation import jmvae as jmvae_report  # noqa: E402
-from evaluation.report import aggregate, ceiling, ceiling_by_slot, markdown, prior_row, text_guide_row, validation_batches  # noqa: E402
+from evaluation.report import (aggregate, ceiling, ceiling_by_slot, ceiling_curve_markdown, ceiling_row,  # noqa: E402
+                               markdown, prior_row, text_guide_row, validation_batches)
 from metrics.correctness import get_or_train_classifier  # noqa: E402
-from training.rundir import RunError, atomic_write_text  # noqa: E402
+from training.rundir import RunDir, RunError, atomic_write_text  # noqa: E402
 from training.trainer import load_run, pick_device  # noqa: E402
 
 
@@ -47,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--text-true", nargs="*", default=[], help="text_true runs (Table 1, q_True); several = seeds")
     p.add_argument("--text-agg", nargs="*", default=[], help="text_agg runs (Table 1, q_Agg); several = seeds")
     p.add_argument("--prior", nargs="*", default=[], help="prior_agg runs (Table 2, learned q(z)); several = seeds")
+    p.add_argument("--ceiling-only", action="store_true",
+                   help="vlvae: only the ceiling (correctness of reconstructions from q(z|x)), overall and per "
+                        "word, at every checkpoint kept in --base: how it grows with training")
     p.add_argument("--num-points", type=int, help="validation (vlvae) or test (jmvae) pairs evaluated "
                                                    "(default 500 vlvae, 1000 jmvae)")
     p.add_argument("--particles", type=int, help="importance samples K per bound (default 100 vlvae, 1000 jmvae)")
@@ -70,6 +77,8 @@ def evaluate(args) -> dict:
         return evaluate_jmvae(args)
     if args.base is None:
         raise RunError("give the trained VLVAE run with --base (or --model jmvae --runs ...)")
+    if args.ceiling_only:
+        return evaluate_ceiling(args)
     device = pick_device(args.device)
     base = load_run(args.base, device)
     data = base.config.data
@@ -102,6 +111,28 @@ def evaluate(args) -> dict:
         results["table_2"]["prior_agg"] = aggregate([prior_row(c, classifier, batches, *bound_args)
                                                      for c in loaded["prior_agg"]])
     return results
+
+
+def evaluate_ceiling(args) -> dict:
+    """The ceiling, overall and per word, at each checkpoint kept in --base."""
+    device = pick_device(args.device)
+    run = RunDir(args.base)
+    config, steps = run.config(), run.checkpoint_steps()
+    if (config.model, config.guide) != ("vlvae", "image"):
+        raise RunError(f"{args.base} is a {config.model} {config.guide} run; --ceiling-only takes a VLVAE base run "
+                       f"(--guide image)")
+    if not steps:
+        raise RunError(f"{args.base} has no checkpoint to evaluate; train it first")
+    classifier = get_or_train_classifier(config.data, args.classifier, device)
+    batches = list(validation_batches(make_dataset(config.data, "val"), args.num_points, args.batch_size, device))
+    return {
+        "dataset": config.data.name, "num_points": sum(len(x) for x, _ in batches),
+        "setting": f"{config.data.image_size}x{config.data.image_size} {config.data.name}, preset {config.preset}, "
+                   f"batch {config.train.batch_size}",
+        "classifier_accuracy": 100 * classifier.record["accuracy"]["word"], "runs": {"base": args.base},
+        "ceiling_curve": [{"step": step, **ceiling_row(load_run(args.base, device, step), classifier, batches)}
+                          for step in steps],
+    }
 
 
 def evaluate_jmvae(args) -> dict:
@@ -146,7 +177,10 @@ def main(argv=None) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-    table = jmvae_report.markdown(results) if args.model == "jmvae" else markdown(results)
+    if args.model == "jmvae":
+        table = jmvae_report.markdown(results)
+    else:
+        table = ceiling_curve_markdown(results) if args.ceiling_only else markdown(results)
     atomic_write_text(out / "tables.md", table)
     print(table)
     print(f"wrote {out / 'results.json'} and {out / 'tables.md'}")

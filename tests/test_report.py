@@ -8,10 +8,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from evaluation.report import aggregate, ceiling, ceiling_by_slot, markdown
+from datasets.registry import make_dataset
+from evaluation.report import aggregate, ceiling, ceiling_by_slot, markdown, validation_batches
 from metrics.correctness import SLOT_NAMES, ClassifierConfig, save_classifier, train_classifier
 from training.rundir import RunDir
-from training.trainer import train
+from training.trainer import load_run, train
 from tests.helpers import bare_env, tiny_config
 from tests.test_correctness import Oracle
 
@@ -74,9 +75,41 @@ def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
     assert markdown(results) == table
 
 
+def test_ceiling_only_gives_each_kept_checkpoints_ceiling(tmp_path, tiny_base_run):
+    data = tiny_base_run.config().data
+    classifier = train_classifier(data, ClassifierConfig(channels=4, hidden=16, steps=3, batch_size=8), progress=False)
+    save_classifier(classifier, tmp_path / "classifier")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path), "--ceiling-only",
+         "--num-points", "8", "--classifier", str(tmp_path / "classifier"), "--out", str(tmp_path / "eval")],
+        capture_output=True, text=True, timeout=300, env=bare_env(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "eval" / "results.json").read_text())["ceiling_curve"]
+    batches = list(validation_batches(make_dataset(data, "val"), 8, 50, "cpu"))
+    for row, step in zip(rows, (2, 4), strict=True):
+        checkpoint = load_run(tiny_base_run.path, step=step)
+        assert row["step"] == step
+        assert row["ceiling"] == pytest.approx(ceiling(checkpoint, classifier, batches))
+        assert row["by_slot"] == pytest.approx(ceiling_by_slot(checkpoint, classifier, batches))
+    table = (tmp_path / "eval" / "tables.md").read_text()
+    assert "| step | ceiling (%) | size 1 |" in table and f"| 4 | {rows[1]['ceiling']:.2f} |" in table
+
+
 def test_evaluate_refuses_a_run_of_the_wrong_kind(tmp_path, tiny_base_run):
     out = subprocess.run(
         [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path),
          "--text-agg", str(tiny_base_run.path), "--out", str(tmp_path / "eval")],
         capture_output=True, text=True, timeout=120, env=bare_env(tmp_path))
     assert out.returncode == 2 and "is a image run, given as --text-agg" in out.stderr
+
+
+def test_ceiling_only_refuses_a_run_that_is_not_a_base(tmp_path, tiny_base_run):
+    config = tiny_base_run.config()
+    config.guide = "text_agg"
+    (tmp_path / "agg").mkdir()
+    (tmp_path / "agg" / "config.json").write_text(config.to_json())
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tmp_path / "agg"), "--ceiling-only",
+         "--out", str(tmp_path / "eval")], capture_output=True, text=True, timeout=120, env=bare_env(tmp_path))
+    assert out.returncode == 2 and "is a vlvae text_agg run; --ceiling-only takes a VLVAE base run" in out.stderr
+    assert not (tmp_path / "eval").exists()

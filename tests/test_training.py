@@ -66,6 +66,19 @@ def test_checkpoint_loads_back_in_a_fresh_process(tiny_base_run):
     assert float(out.stdout.strip().splitlines()[-1]) == here
 
 
+def test_load_run_takes_any_kept_checkpoint(tiny_base_run):
+    """``step`` picks that checkpoint's weights; a step not kept is one line naming the kept ones."""
+    assert tiny_base_run.checkpoint_steps() == [2, 4]
+    for step in (2, 4):
+        saved = torch.load(tiny_base_run.checkpoints / f"step_{step:07d}.pt", weights_only=False)["model"]
+        loaded = load_run(tiny_base_run.path, step=step).model.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+    first, last = (load_run(tiny_base_run.path, step=s).model.decoder.inp.weight for s in (2, 4))
+    assert not torch.equal(first, last) and torch.equal(last, load_run(tiny_base_run.path).model.decoder.inp.weight)
+    with pytest.raises(RunError, match="no checkpoint of step 3; the steps kept are: 2, 4"):
+        load_run(tiny_base_run.path, step=3)
+
+
 def test_existing_run_is_never_overwritten(tiny_base_run):
     before = tiny_base_run.config_path.read_text()
     with pytest.raises(RunError, match="already holds a run; pass --resume"):

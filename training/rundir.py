@@ -119,11 +119,21 @@ class RunDir:
             old.unlink()
         return path
 
+    def checkpoint_steps(self) -> list[int]:
+        return [int(p.stem.removeprefix("step_")) for p in self.checkpoint_paths()]
+
     def latest_checkpoint(self) -> dict:
         paths = self.checkpoint_paths()
         if not paths:
             raise RunError(f"{self.path} has no checkpoint yet; start it again without --resume")
         return load_file(paths[-1], "checkpoint")
+
+    def checkpoint_at(self, step: int) -> dict:
+        path = self.checkpoints / f"step_{step:07d}.pt"
+        if not path.exists():
+            kept = ", ".join(map(str, self.checkpoint_steps())) or "none"
+            raise RunError(f"{self.path} has no checkpoint of step {step}; the steps kept are: {kept}")
+        return load_file(path, "checkpoint")
 
     def log(self, record: dict) -> None:
         with open(self.metrics_path, "a") as f:

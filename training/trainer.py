@@ -242,15 +242,16 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
                                   f"{run.checkpoints}; continue with the same command and --resume")
 
 
-def load_run(path, device="cpu") -> Components:
-    """A trained run directory as ready-to-use networks (eval mode, on ``device``).
+def load_run(path, device="cpu", step: int | None = None) -> Components:
+    """A trained run directory as ready-to-use networks (eval mode, on ``device``), from its last
+    checkpoint or, with ``step``, from the checkpoint of that step.
 
     For ``prior_agg`` runs the learned prior is installed as the model's prior.
     """
     run = RunDir(path)
     config = run.config()
     components = build(config)
-    _load_modules(components.trained(), run.latest_checkpoint(), run.path)
+    _load_modules(components.trained(), run.latest_checkpoint() if step is None else run.checkpoint_at(step), run.path)
     if not components.trains_model:
         _load_modules(components.frozen(), load_file(run.base_path, "base weights"), run.base_path)
     if config.guide == "prior_agg":
