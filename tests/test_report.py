@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from datasets.registry import make_dataset
-from evaluation.report import aggregate, ceiling, ceiling_by_slot, markdown, validation_batches
+from evaluation.report import (aggregate, ceiling, ceiling_by_slot, ceiling_row, markdown, refined_latents,
+                               validation_batches)
 from metrics.correctness import SLOT_NAMES, ClassifierConfig, save_classifier, train_classifier
+from models.vlvae import PIXEL_EPS
 from training.rundir import RunDir
 from training.trainer import load_run, train
 from tests.helpers import bare_env, tiny_config
@@ -75,13 +77,33 @@ def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
     assert markdown(results) == table
 
 
+def test_refined_latents_raise_the_image_joint_and_leave_the_networks_alone(tiny_base_run, tiny_scenes):
+    images, _ = tiny_scenes
+    components = load_run(tiny_base_run.path)
+    model = components.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    z = components.image_guide.distribution(images, None).mean
+
+    def log_joint(z):
+        target = images.clamp(PIXEL_EPS, 1 - PIXEL_EPS)
+        return model.image_likelihood(model.decoder(z)).log_prob(target) + model.prior(len(z)).log_prob(z)
+
+    with torch.no_grad():
+        refined = refined_latents(model, images, z, steps=30)
+        assert (log_joint(refined) > log_joint(z)).all()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(refined_latents(model, images, z, steps=0), z)
+
+
 def test_ceiling_only_gives_each_kept_checkpoints_ceiling(tmp_path, tiny_base_run):
     data = tiny_base_run.config().data
     classifier = train_classifier(data, ClassifierConfig(channels=4, hidden=16, steps=3, batch_size=8), progress=False)
     save_classifier(classifier, tmp_path / "classifier")
     out = subprocess.run(
         [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path), "--ceiling-only",
-         "--num-points", "8", "--classifier", str(tmp_path / "classifier"), "--out", str(tmp_path / "eval")],
+         "--num-points", "8", "--refine-steps", "3", "--classifier", str(tmp_path / "classifier"),
+         "--out", str(tmp_path / "eval")],
         capture_output=True, text=True, timeout=300, env=bare_env(tmp_path))
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "eval" / "results.json").read_text())["ceiling_curve"]
@@ -91,8 +113,12 @@ def test_ceiling_only_gives_each_kept_checkpoints_ceiling(tmp_path, tiny_base_ru
         assert row["step"] == step
         assert row["ceiling"] == pytest.approx(ceiling(checkpoint, classifier, batches))
         assert row["by_slot"] == pytest.approx(ceiling_by_slot(checkpoint, classifier, batches))
+        refined = ceiling_row(checkpoint, classifier, batches, refine_steps=3)["refined"]
+        assert row["refined"]["ceiling"] == pytest.approx(refined["ceiling"])
+        assert row["refined"]["by_slot"] == pytest.approx(refined["by_slot"])
     table = (tmp_path / "eval" / "tables.md").read_text()
     assert "| step | ceiling (%) | size 1 |" in table and f"| 4 | {rows[1]['ceiling']:.2f} |" in table
+    assert f"| 4, z refined (3 steps) | {rows[1]['refined']['ceiling']:.2f} |" in table
 
 
 def test_evaluate_refuses_a_run_of_the_wrong_kind(tmp_path, tiny_base_run):
