@@ -31,8 +31,8 @@ import torch  # noqa: E402
 
 from datasets.registry import make_dataset  # noqa: E402
 from evaluation import jmvae as jmvae_report  # noqa: E402
-from evaluation.report import (aggregate, ceiling, ceiling_by_slot, ceiling_curve_markdown, ceiling_row,  # noqa: E402
-                               markdown, prior_row, text_guide_row, validation_batches)
+from evaluation.report import (aggregate, ceiling_curve_markdown, ceiling_row, markdown, prior_row,  # noqa: E402
+                               text_guide_row, validation_batches)
 from metrics.correctness import get_or_train_classifier  # noqa: E402
 from training.rundir import RunDir, RunError, atomic_write_text  # noqa: E402
 from training.trainer import load_run, pick_device  # noqa: E402
@@ -100,19 +100,20 @@ def evaluate(args) -> dict:
     batches = list(validation_batches(make_dataset(data, "val"), args.num_points, args.batch_size, device))
     bound_args = (args.particles, args.chunk)
     pyro.set_rng_seed(args.seed)
+    base_ceiling = ceiling_row(base, classifier, batches)
     results = {
         "dataset": data.name, "num_points": sum(len(x) for x, _ in batches), "num_particles": args.particles,
         "setting": f"{data.image_size}x{data.image_size} {data.name}, preset {base.config.preset}, "
                    f"z = {base.config.net.z_dim}, {base.config.train.steps} steps of batch {base.config.train.batch_size}",
         "classifier_accuracy": 100 * classifier.record["accuracy"]["word"],
-        "ceiling": ceiling(base, classifier, batches),
+        "ceiling": base_ceiling["ceiling"],
         "runs": {"base": args.base, **runs},
         "table_1": {kind: aggregate([text_guide_row(c, classifier, batches, *bound_args) for c in loaded[kind]])
                     for kind in ("text_true", "text_agg") if loaded[kind]},
         "table_2": {"prior": aggregate([prior_row(base, classifier, batches, *bound_args)])},
     }
-    if classifier.kind == "two_objects":
-        results["ceiling_by_slot"] = ceiling_by_slot(base, classifier, batches)
+    if "by_slot" in base_ceiling:
+        results["ceiling_by_slot"] = base_ceiling["by_slot"]
     if loaded["prior_agg"]:
         results["table_2"]["prior_agg"] = aggregate([prior_row(c, classifier, batches, *bound_args)
                                                      for c in loaded["prior_agg"]])
