@@ -196,6 +196,16 @@ def two_objects_hits(classifier, images: torch.Tensor, texts: torch.Tensor) -> t
     return (predicted == words) & right_kind & (relation >= 0).unsqueeze(-1)
 
 
+def two_objects_text_hits(texts: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+    """bool [N, 8]: whether ``decoded`` names each object word of the real ``texts`` (slots as in
+    ``two_objects_hits``), with no classifier: the decoded text's two objects are matched to the
+    real ones in the order that agrees on more words, as one scene has two texts (either object
+    first, the relation reversed). The relation word is not scored."""
+    real, named = texts[:, OBJECT_SLOTS], decoded[:, OBJECT_SLOTS]
+    same, swapped = named == real, named.roll(len(OBJECT_SLOTS) // 2, dims=1) == real
+    return torch.where(same.sum(-1, keepdim=True) >= swapped.sum(-1, keepdim=True), same, swapped)
+
+
 def two_objects_correctness(classifier, images: torch.Tensor, texts: torch.Tensor,
                             batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """float [N]: the fraction of the 8 object words of each text that the classifier, fed the image

@@ -13,7 +13,7 @@ from datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, V
 from metrics.correctness import (CONFIG_FILE, OBJECT_SLOTS, RELATION_SLOT, SLOT_NAMES, WEIGHTS_FILE, CelebAClassifier,
                                  ClassifierConfig, TwoObjectsClassifier, celeba_correctness, correctness,
                                  get_or_train_classifier, load_classifier, save_classifier, train_classifier,
-                                 two_objects_correctness)
+                                 two_objects_correctness, two_objects_text_hits)
 from run import classifier as cli
 from tests.test_celeba import make_celeba
 from training.config import DataConfig
@@ -59,13 +59,28 @@ class Oracle(nn.Module):
                 MATERIALS[m["material"][i, obj]], SHAPES[m["shape"][i, obj]]]
 
 
+def reverse(tokens):
+    """"A REL B" as "B OPPOSITE(REL) A": the same scene."""
+    return torch.stack([VOCAB.encode(t.split()[5:] + [OPPOSITE[t.split()[4]]] + t.split()[:4])
+                        for t in VOCAB.decode_batch(tokens)])
+
+
 def test_an_always_right_classifier_scores_one_also_on_the_reversed_description(scenes):
     data, images, tokens = scenes
     assert correctness(Oracle(data), images, tokens).tolist() == [1.0] * len(tokens)
-    # "A REL B" is the same scene as "B OPPOSITE(REL) A"
-    reversed_texts = torch.stack([VOCAB.encode(t.split()[5:] + [OPPOSITE[t.split()[4]]] + t.split()[:4])
-                                  for t in VOCAB.decode_batch(tokens)])
+    reversed_texts = reverse(tokens)
     assert two_objects_correctness(Oracle(data), images, reversed_texts).tolist() == [1.0] * len(tokens)
+
+
+def test_decoded_texts_are_scored_per_object_word_in_either_order(scenes):
+    _, _, tokens = scenes
+    assert two_objects_text_hits(tokens, tokens).all() and two_objects_text_hits(tokens, reverse(tokens)).all()
+    wrong = tokens.clone()  # object 1's colour replaced by one neither object has
+    colour_ids = torch.tensor([VOCAB.ids[c] for c in COLOURS])
+    for row in wrong:
+        row[1] = colour_ids[~torch.isin(colour_ids, row[[1, 6]])][0]
+    for decoded in (wrong, reverse(wrong)):
+        assert two_objects_text_hits(tokens, decoded).tolist() == [[k != 1 for k in range(8)]] * len(tokens)
 
 
 def test_an_always_wrong_classifier_scores_zero(scenes):

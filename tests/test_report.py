@@ -42,13 +42,23 @@ class ColourBlind(Oracle):
 def test_ceiling_scores_reconstructions_against_the_real_text_per_word(scenes):
     """A VLVAE that reconstructs every image exactly scores what the classifier does on real images."""
     data, images, tokens = scenes
-    exact = SimpleNamespace(image_guide=SimpleNamespace(distribution=lambda x, y: SimpleNamespace(mean=x)),
-                            model=SimpleNamespace(generate=lambda z: (z, None)))
+    def reconstruct_with(texts):  # the image itself, and the given text of the scene
+        scene_of = lambda z: torch.cdist(z.flatten(1), images.flatten(1)).argmin(1)
+        return SimpleNamespace(image_guide=SimpleNamespace(distribution=lambda x, y: SimpleNamespace(mean=x)),
+                               model=SimpleNamespace(generate=lambda z: (z, texts[scene_of(z)])))
+    exact = reconstruct_with(tokens)
     batches = [(images[:5], tokens[:5]), (images[5:], tokens[5:])]
     assert ceiling(exact, Oracle(data), batches) == 100
     assert ceiling(exact, ColourBlind(data), batches) == 75
     by_slot = ceiling_by_slot(exact, ColourBlind(data), batches)
     assert by_slot == {name: 0 if name.startswith("colour") else 100 for name in SLOT_NAMES}
+    assert ceiling_row(exact, ColourBlind(data), batches)["text"] == {"ceiling": 100,
+                                                                      "by_slot": dict.fromkeys(SLOT_NAMES, 100)}
+    sizes_swapped = tokens.clone()
+    sizes_swapped[:, [0, 5]] = tokens[:, [5, 0]]
+    text = ceiling_row(reconstruct_with(sizes_swapped), Oracle(data), batches)["text"]["by_slot"]
+    differ = 100 * (tokens[:, 0] != tokens[:, 5]).float().mean().item()
+    assert text == pytest.approx({name: 100 - differ if name.startswith("size") else 100 for name in SLOT_NAMES})
 
 
 def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
@@ -113,12 +123,14 @@ def test_ceiling_only_gives_each_kept_checkpoints_ceiling(tmp_path, tiny_base_ru
         assert row["step"] == step
         assert row["ceiling"] == pytest.approx(ceiling(checkpoint, classifier, batches))
         assert row["by_slot"] == pytest.approx(ceiling_by_slot(checkpoint, classifier, batches))
+        assert row["text"] == ceiling_row(checkpoint, classifier, batches)["text"]  # greedy texts: exact shares
         refined = ceiling_row(checkpoint, classifier, batches, refine_steps=3)["refined"]
         assert row["refined"]["ceiling"] == pytest.approx(refined["ceiling"])
         assert row["refined"]["by_slot"] == pytest.approx(refined["by_slot"])
     table = (tmp_path / "eval" / "tables.md").read_text()
     assert "| step | ceiling (%) | size 1 |" in table and f"| 4 | {rows[1]['ceiling']:.2f} |" in table
     assert f"| 4, z refined (3 steps) | {rows[1]['refined']['ceiling']:.2f} |" in table
+    assert f"| 4, text from z | {rows[1]['text']['ceiling']:.2f} |" in table
 
 
 def test_evaluate_refuses_a_run_of_the_wrong_kind(tmp_path, tiny_base_run):
