@@ -173,6 +173,10 @@ def markdown(results: dict) -> str:
     if "ceiling_by_slot" in results:
         lines += ["Ceiling by word: " + ", ".join(f"{k} {v:.1f}%" for k, v in results["ceiling_by_slot"].items()) + ".",
                   ""]
+    if "ceiling_text" in results:
+        text = results["ceiling_text"]
+        lines += [f"Text decoded from the same z names {text['ceiling']:.2f}% of the object words: "
+                  + ", ".join(f"{k} {v:.1f}%" for k, v in text["by_slot"].items()) + ".", ""]
     table_1, table_2 = results.get("table_1", {}), results.get("table_2", {})
     if table_1:
         lines += ["Table 1: q(z|y) as true posterior (Eq. 3) vs aggregate posterior (Eq. 5).", "",

@@ -114,6 +114,7 @@ def evaluate(args) -> dict:
     }
     if "by_slot" in base_ceiling:
         results["ceiling_by_slot"] = base_ceiling["by_slot"]
+        results["ceiling_text"] = base_ceiling["text"]
     if loaded["prior_agg"]:
         results["table_2"]["prior_agg"] = aggregate([prior_row(c, classifier, batches, *bound_args)
                                                      for c in loaded["prior_agg"]])

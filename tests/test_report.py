@@ -84,6 +84,8 @@ def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
     table = (tmp_path / "eval" / "tables.md").read_text()
     assert "| Correctness (%) |" in table and "72.75" in table and "75739.79" in table and "k-hat" in table
     assert list(results["ceiling_by_slot"]) == list(SLOT_NAMES) and "Ceiling by word: size 1 " in table
+    assert list(results["ceiling_text"]["by_slot"]) == list(SLOT_NAMES)
+    assert f"Text decoded from the same z names {results['ceiling_text']['ceiling']:.2f}% " in table
     assert markdown(results) == table
 
 
