@@ -60,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
                                              "the preset's)")
     p.add_argument("--guide-steps", type=int, help="optimisation steps of a text guide or the prior (default: "
                                                    "the preset's)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (and sample grids; default: the "
+                                                        "preset's, cpu 1k)")
+    p.add_argument("--keep-checkpoints", type=int, help="latest checkpoints kept in the run directory (default 3; 0 "
+                                                        "keeps every one, e.g. for evaluate.py --ceiling-only's curve)")
     p.add_argument("--batch-size", type=int, help="images per step and process (default: the preset's; paper 20); "
                                                   "under torchrun the global batch is this times the processes")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's; paper 4e-4)")
@@ -88,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
                                   "(default runs/<model>-image-<preset>; trained first if missing)")
     p.add_argument("--no-train-base", action="store_true", help="fail instead of training a missing base run")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; only "
-                                                         "--steps, --guide-steps, --lr, --skip-bad-steps and "
+                                                         "--steps, --guide-steps, --checkpoint-every, "
+                                                         "--keep-checkpoints, --lr, --skip-bad-steps and "
                                                          "--clip-grad-norm may differ from the run's settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -96,10 +101,12 @@ def parser() -> argparse.ArgumentParser:
 
 OVERRIDES = {  # flag -> (config section, field)
     "data_root": ("data", "root"), "image_size": ("data", "image_size"),
-    "num_train": ("data", "num_train"), "num_val": ("data", "num_val"), "steps": ("train", "steps"),
-    "guide_steps": ("train", "guide_steps"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "lr_decay": ("train", "lr_decay"),
-    "warmup_steps": ("train", "warmup_steps"), "x_weight": ("train", "x_weight"), "y_weight": ("train", "y_weight"), "num_flows": ("train", "num_flows"),
-    "seed": ("train", "seed"), "alpha": ("train", "alpha"),
+    "num_train": ("data", "num_train"), "num_val": ("data", "num_val"),
+    "steps": ("train", "steps"), "guide_steps": ("train", "guide_steps"),
+    "checkpoint_every": ("train", "checkpoint_every"), "keep_checkpoints": ("train", "keep_checkpoints"),
+    "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "lr_decay": ("train", "lr_decay"),
+    "warmup_steps": ("train", "warmup_steps"), "x_weight": ("train", "x_weight"), "y_weight": ("train", "y_weight"),
+    "num_flows": ("train", "num_flows"), "seed": ("train", "seed"), "alpha": ("train", "alpha"),
 }
 
 

@@ -34,6 +34,8 @@ CASES = [  # command, arguments, what the last line of stderr must say
     ("svi", TINY + ["--x-weight", "0"], "x_weight must be positive, got 0.0; pass --x-weight > 0"),
     ("svi", TINY + ["--lr", "-0.001"], "lr must be positive, got -0.001; pass --lr > 0"),
     ("svi", TINY + ["--warmup-steps", "-5"], "warmup_steps must not be negative, got -5"),
+    ("svi", TINY + ["--keep-checkpoints", "-1"], "keep_checkpoints must not be negative, got -1"),
+    ("svi", TINY + ["--checkpoint-every", "0"], "checkpoint_every must be positive, got 0; pass --checkpoint-every > 0"),
     ("svi", TINY + ["--num-train", "0"], "num_train must be a positive integer, got 0"),
     ("svi", TINY + ["--image-size", "16"], "image_size must be an integer >= 32, got 16"),
     ("svi", TINY + ["--dataset", "mnist"], "run `python -m datasets.fetch mnist"),

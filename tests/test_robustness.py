@@ -74,13 +74,25 @@ def test_resuming_from_a_regular_checkpoint_is_bit_identical(tmp_path):
     assert run.config().train.steps == 6
 
 
+def test_a_run_keeps_its_latest_checkpoints_and_a_resumed_one_may_keep_every_one(tmp_path):
+    config = tiny_config(tmp_path, steps=4)
+    config.train.checkpoint_every, config.train.keep_checkpoints = 1, 2
+    run = RunDir(tmp_path / "run")
+    train(config, run, device=torch.device("cpu"), progress=False)
+    assert run.checkpoint_steps() == [3, 4]
+    config.train.steps, config.train.checkpoint_every, config.train.keep_checkpoints = 8, 2, 0  # --resume --steps 8 ...
+    train(config, run, device=torch.device("cpu"), resume=True, progress=False)
+    assert run.checkpoint_steps() == [3, 4, 6, 8]
+    assert run.config().train.keep_checkpoints == 0
+
+
 def test_resume_refuses_other_changes_naming_them(tmp_path):
     config = _config(tmp_path, steps=2)
     run = RunDir(tmp_path / "run")
     train(config, run, device=torch.device("cpu"), progress=False)
     config.train.batch_size, config.train.steps = 4, 3
     with pytest.raises(RunError, match=r"other settings \(train.batch_size\); resume it with the same flags \(only "
-                                       r"--steps, --guide-steps, --lr"):
+                                       r"--steps, --guide-steps, --checkpoint-every, --keep-checkpoints, --lr"):
         train(config, run, device=torch.device("cpu"), resume=True, progress=False)
     assert run.config().train.batch_size != 4 and run.latest_checkpoint()["step"] == 2
 

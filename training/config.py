@@ -33,7 +33,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 100
     checkpoint_every: int = 5_000
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3    # the latest checkpoints kept in the run directory; 0 keeps every one
     skip_bad_steps: bool = False  # skip (and count) steps with a non-finite loss or gradient instead of stopping
     clip_grad_norm: float | None = None  # rescale the gradient to at most this norm before each step (None: never)
     num_flows: int = 6           # coupling flows in q(z|y) and q(z); 0 makes q(z|y) Gaussian
@@ -50,10 +50,12 @@ def check_train(t: TrainConfig) -> None:
     for name in ("steps", "guide_steps", "batch_size", "lr", "x_weight", "y_weight"):
         if not getattr(t, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(t, name)}; pass --{name.replace('_', '-')} > 0")
-    for name in ("warmup_steps", "num_flows", "alpha"):
+    for name in ("warmup_steps", "num_flows", "alpha", "keep_checkpoints"):
         if getattr(t, name) < 0:
             raise ValueError(f"{name} must not be negative, got {getattr(t, name)}; pass "
                              f"--{name.replace('_', '-')} >= 0")
+    if not t.checkpoint_every > 0:
+        raise ValueError(f"checkpoint_every must be positive, got {t.checkpoint_every}; pass --checkpoint-every > 0")
     if t.lr_decay not in LR_DECAYS:
         raise ValueError(f"unknown lr_decay {t.lr_decay!r}; choose one of {', '.join(LR_DECAYS)}")
     if t.clip_grad_norm is not None and not t.clip_grad_norm > 0:

@@ -113,9 +113,10 @@ class RunDir:
         return sorted(self.checkpoints.glob("step_*.pt"))
 
     def save_checkpoint(self, step: int, state: dict, keep: int) -> Path:
+        """Write the checkpoint of ``step``; keep the latest ``keep`` checkpoints (0: all)."""
         path = self.checkpoints / f"step_{step:07d}.pt"
         atomic_save({"step": step, "rng": rng_state(), **state}, path)
-        for old in self.checkpoint_paths()[:-keep]:
+        for old in self.checkpoint_paths()[:-keep] if keep else []:
             old.unlink()
         return path
 

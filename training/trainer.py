@@ -119,9 +119,11 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     return components
 
 
-# What a resumed run may change: how long it trains, and the remedies for a run that diverged
-# (see ``_fit``). With --lr-decay cosine a new length stretches the rest of the schedule.
-RESUMABLE_CHANGES = ("steps", "guide_steps", "lr", "skip_bad_steps", "clip_grad_norm")
+# What a resumed run may change: how long it trains, how it keeps checkpoints, and the remedies
+# for a run that diverged (see ``_fit``). With --lr-decay cosine a new length stretches the rest
+# of the schedule.
+RESUMABLE_CHANGES = ("steps", "guide_steps", "checkpoint_every", "keep_checkpoints", "lr", "skip_bad_steps",
+                     "clip_grad_norm")
 
 
 def _flat(config: RunConfig) -> dict:
