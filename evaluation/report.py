@@ -164,6 +164,10 @@ def _cell(entry) -> str:
     return text
 
 
+def _per_word(by_slot: dict[str, float]) -> str:
+    return ", ".join(f"{word} {share:.1f}%" for word, share in by_slot.items())
+
+
 def markdown(results: dict) -> str:
     """Tables 1 and 2 laid out as in the paper, ours beside the paper's, with PSIS diagnostics."""
     name = results["dataset"]
@@ -171,12 +175,11 @@ def markdown(results: dict) -> str:
     lines += [f"Classifier word accuracy on real validation images: {results['classifier_accuracy']:.2f}%; "
               f"ceiling (reconstructions from q(z|x)): {results['ceiling']:.2f}%.", ""]
     if "ceiling_by_slot" in results:
-        lines += ["Ceiling by word: " + ", ".join(f"{k} {v:.1f}%" for k, v in results["ceiling_by_slot"].items()) + ".",
-                  ""]
+        lines += [f"Ceiling by word: {_per_word(results['ceiling_by_slot'])}.", ""]
     if "ceiling_text" in results:
         text = results["ceiling_text"]
         lines += [f"Text decoded from the same z names {text['ceiling']:.2f}% of the object words: "
-                  + ", ".join(f"{k} {v:.1f}%" for k, v in text["by_slot"].items()) + ".", ""]
+                  f"{_per_word(text['by_slot'])}.", ""]
     table_1, table_2 = results.get("table_1", {}), results.get("table_2", {})
     if table_1:
         lines += ["Table 1: q(z|y) as true posterior (Eq. 3) vs aggregate posterior (Eq. 5).", "",

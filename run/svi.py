@@ -32,7 +32,7 @@ from training import distributed  # noqa: E402
 from training.config import LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
 from training.rundir import RunDir, RunError  # noqa: E402
 from training.schemes import BASE_GUIDES, MODEL_GUIDES  # noqa: E402
-from training.trainer import Interrupted, pick_device, train  # noqa: E402
+from training.trainer import RESUMABLE_FLAGS, Interrupted, pick_device, train  # noqa: E402
 
 MODELS = MODEL_GUIDES
 DEFAULTS = {"vlvae": ("image", "two_objects"), "jmvae": ("kl", "mnist")}  # model -> (guide, dataset)
@@ -91,10 +91,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="trained VLVAE run for text guides and the prior "
                                   "(default runs/<model>-image-<preset>; trained first if missing)")
     p.add_argument("--no-train-base", action="store_true", help="fail instead of training a missing base run")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; only "
-                                                         "--steps, --guide-steps, --checkpoint-every, "
-                                                         "--keep-checkpoints, --lr, --skip-bad-steps and "
-                                                         "--clip-grad-norm may differ from the run's settings")
+    p.add_argument("--resume", action="store_true", help=f"continue the run in --out from its last checkpoint; only "
+                                                          f"{RESUMABLE_FLAGS} may differ from the run's settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 

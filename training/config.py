@@ -47,15 +47,13 @@ LR_DECAYS = ("constant", "cosine")
 
 def check_train(t: TrainConfig) -> None:
     """Refuse settings no run can train with (a weight of 0 would also break Pyro's ``poutine.scale``)."""
-    for name in ("steps", "guide_steps", "batch_size", "lr", "x_weight", "y_weight"):
+    for name in ("steps", "guide_steps", "checkpoint_every", "batch_size", "lr", "x_weight", "y_weight"):
         if not getattr(t, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(t, name)}; pass --{name.replace('_', '-')} > 0")
     for name in ("warmup_steps", "num_flows", "alpha", "keep_checkpoints"):
         if getattr(t, name) < 0:
             raise ValueError(f"{name} must not be negative, got {getattr(t, name)}; pass "
                              f"--{name.replace('_', '-')} >= 0")
-    if not t.checkpoint_every > 0:
-        raise ValueError(f"checkpoint_every must be positive, got {t.checkpoint_every}; pass --checkpoint-every > 0")
     if t.lr_decay not in LR_DECAYS:
         raise ValueError(f"unknown lr_decay {t.lr_decay!r}; choose one of {', '.join(LR_DECAYS)}")
     if t.clip_grad_norm is not None and not t.clip_grad_norm > 0:

@@ -124,6 +124,7 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
 # of the schedule.
 RESUMABLE_CHANGES = ("steps", "guide_steps", "checkpoint_every", "keep_checkpoints", "lr", "skip_bad_steps",
                      "clip_grad_norm")
+RESUMABLE_FLAGS = ", ".join("--" + name.replace("_", "-") for name in RESUMABLE_CHANGES)
 
 
 def _flat(config: RunConfig) -> dict:
@@ -140,7 +141,7 @@ def _resume_changes(stored: RunConfig, config: RunConfig, run: RunDir) -> list[s
     refused = [name for name in changed if name.removeprefix("train.") not in RESUMABLE_CHANGES]
     if refused:
         raise RunError(f"{run.path} was started with other settings ({', '.join(refused)}); resume it with the "
-                       f"same flags (only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE_CHANGES)} may change)")
+                       f"same flags (only {RESUMABLE_FLAGS} may change)")
     for name in changed:
         print(f"resuming {run.path} with {name} {old[name]} -> {new[name]}")
     return changed
