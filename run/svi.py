@@ -67,8 +67,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per step and process (default: the preset's; paper 20); "
                                                   "under torchrun the global batch is this times the processes")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's; paper 4e-4)")
-    p.add_argument("--lr-decay", choices=LR_DECAYS, help="learning-rate schedule: constant, or cosine (annealed to 0 "
-                                                         "over the run; default: the preset's)")
+    p.add_argument("--lr-decay", choices=LR_DECAYS, help="learning-rate schedule: constant, cosine (annealed to 0 "
+                                                         "over the run) or step (a tenth of --lr for the last 10%% of "
+                                                         "the steps; default: the preset's)")
     p.add_argument("--warmup-steps", type=int, help="steps over which the KL weight rises from ~0 to 1 "
                                                     "(default: the preset's; paper 20k)")
     p.add_argument("--x-weight", type=float, help="weight of the image likelihood in Eq. 1 (paper's code 0.02)")

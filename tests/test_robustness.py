@@ -33,7 +33,7 @@ def _inject(monkeypatch, at_step, action):
     monkeypatch.setattr(Components, "loss", loss)
 
 
-@pytest.mark.parametrize("lr_decay", ["constant", "cosine"])
+@pytest.mark.parametrize("lr_decay", ["constant", "cosine", "step"])
 def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, monkeypatch, lr_decay):
     def config():
         c = _config(tmp_path)
@@ -184,3 +184,13 @@ def test_cosine_decay_anneals_the_rate_to_zero(tmp_path, monkeypatch):
     _adam_steps(monkeypatch, lambda opt: rates.append(opt.param_groups[0]["lr"]))
     train(config, RunDir(tmp_path / "cosine"), device=torch.device("cpu"), progress=False)
     assert rates == pytest.approx([1e-3, 1e-3 * (2 + 2**0.5) / 4, 5e-4, 1e-3 * (2 - 2**0.5) / 4])
+
+
+@pytest.mark.parametrize("steps, low", [(4, 1), (20, 2)])
+def test_step_decay_runs_the_last_tenth_at_a_tenth_of_the_rate(tmp_path, monkeypatch, steps, low):
+    config = _config(tmp_path, steps=steps)
+    config.train.lr, config.train.lr_decay = 1e-3, "step"
+    rates = []
+    _adam_steps(monkeypatch, lambda opt: rates.append(opt.param_groups[0]["lr"]))
+    train(config, RunDir(tmp_path / "step"), device=torch.device("cpu"), progress=False)
+    assert rates == pytest.approx([1e-3] * (steps - low) + [1e-4] * low)

@@ -26,7 +26,7 @@ class TrainConfig:
     guide_steps: int = 50_000    # training a text guide or the learned prior on a frozen VLVAE
     batch_size: int = 20
     lr: float = 4e-4
-    lr_decay: str = "constant"   # or "cosine": Adam's rate annealed from lr to 0 over the run's steps
+    lr_decay: str = "constant"   # "cosine": annealed from lr to 0 over the run; "step": lr / 10 for its last 10%
     warmup_steps: int = 20_000   # KL weight from ~0 to 1 over these steps (appendix 5.3)
     x_weight: float = 0.02       # image likelihood weight (appendix 5.3.1; authors' script)
     y_weight: float = 200.0      # text likelihood weight
@@ -42,7 +42,7 @@ class TrainConfig:
     world_size: int = 1          # processes the run was started with (torchrun); batch_size is per process
 
 
-LR_DECAYS = ("constant", "cosine")
+LR_DECAYS = ("constant", "cosine", "step")
 
 
 def check_train(t: TrainConfig) -> None:

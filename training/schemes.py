@@ -61,12 +61,19 @@ MODEL_GUIDES = {"vlvae": GUIDES, "jmvae": JMVAE_GUIDES}
 BASE_GUIDES = ("image", "joint", "zero", "kl", "vae")
 
 
+STEP_DECAY_SHARE = 0.1   # lr_decay "step": the last 10% of the steps ...
+STEP_DECAY_FACTOR = 0.1  # ... run at a tenth of the rate
+
+
 def learning_rate(t, step: int, num_steps: int) -> float:
-    """Adam's rate at ``step`` (0-based) for train config ``t``: ``t.lr`` throughout, or with
-    ``t.lr_decay == "cosine"`` annealed from ``t.lr`` to 0 over the run (a function of the step
-    alone, so a resumed run continues the same schedule)."""
+    """Adam's rate at ``step`` (0-based) for train config ``t``: ``t.lr`` throughout; with
+    ``t.lr_decay == "cosine"`` annealed from ``t.lr`` to 0 over the run; with ``"step"`` a tenth
+    of ``t.lr`` for the last tenth of the run (at least one step). A function of the step alone,
+    so a resumed run continues the same schedule."""
     if t.lr_decay == "cosine":
         return t.lr * 0.5 * (1 + math.cos(math.pi * step / num_steps))
+    if t.lr_decay == "step" and step >= num_steps - max(1, round(STEP_DECAY_SHARE * num_steps)):
+        return t.lr * STEP_DECAY_FACTOR
     return t.lr
 
 
