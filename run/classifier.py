@@ -3,6 +3,7 @@
     python run/classifier.py                                  # Two Objects, 64x64 (the cpu preset's data)
     python run/classifier.py --image-size 112 --num-train 90000 --num-val 10000    # the paper's data
     python run/classifier.py --dataset celeba --image-size 64
+    python run/classifier.py --blur 1.5 --out runs/classifier-two_objects-64-blur   # robust to blur
 
 Two Objects: the classifier reads an image and its text's relation word and predicts the 8 object
 words. CelebA: it gives each of the 19 attribute words a probability. Prints the validation
@@ -47,6 +48,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"images per step (default {DEFAULTS.batch_size})")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr,
                    help=f"initial Adam learning rate, cosine-annealed to 0 (default {DEFAULTS.lr})")
+    p.add_argument("--blur", type=float, default=DEFAULTS.blur,
+                   help="blur each training image by a Gaussian of sigma drawn from [0, BLUR] pixels, so that "
+                        "blurry reconstructions are read by their shapes, not their sharpness (default 0: real "
+                        "images only, as the paper)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--out", help="folder to save the classifier in (default runs/classifier-<dataset>-<image size>)")
@@ -60,9 +65,11 @@ def main(argv=None) -> int:
     data = DataConfig(name=args.dataset, image_size=args.image_size, num_train=args.num_train,
                       num_val=args.num_val, root=args.data_root)
     config = ClassifierConfig(channels=args.channels, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                              seed=args.seed)
+                              seed=args.seed, blur=args.blur)
     out = Path(args.out) if args.out else default_classifier_dir(data)
     try:
+        if args.blur < 0:
+            raise ValueError(f"--blur must not be negative, got {args.blur}; pass 0 (no blur) or a sigma in pixels")
         if (out / CONFIG_FILE).exists() and not args.overwrite:
             raise RunError(f"{out} already holds a classifier; pass --overwrite to replace it or choose another --out")
         device = pick_device(args.device)

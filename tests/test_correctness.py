@@ -10,9 +10,10 @@ from torch import nn
 from datasets import celeba
 from datasets.celeba import CelebA
 from datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB, true_relations
+from metrics import correctness as correctness_module
 from metrics.correctness import (CONFIG_FILE, OBJECT_SLOTS, RELATION_SLOT, SLOT_NAMES, WEIGHTS_FILE, CelebAClassifier,
                                  ClassifierConfig, TwoObjectsClassifier, celeba_correctness, correctness,
-                                 get_or_train_classifier, load_classifier, save_classifier, train_classifier,
+                                 gaussian_blur, get_or_train_classifier, load_classifier, save_classifier, train_classifier,
                                  two_objects_correctness, two_objects_text_hits)
 from run import classifier as cli
 from tests.test_celeba import make_celeba
@@ -191,6 +192,28 @@ def test_get_or_train_trains_once_reduces_the_loss_and_then_loads(tmp_path, caps
         get_or_train_classifier(DataConfig(image_size=64), tmp_path / "clf")
 
 
+def test_gaussian_blur_spreads_a_point_by_each_images_sigma():
+    point = torch.zeros(3, 2, 33, 33)
+    point[:, :, 16, 16] = 1.0
+    out = gaussian_blur(point, torch.tensor([0.0, 1.0, 2.0]))
+    assert torch.equal(out[0], point[0])
+    offsets = torch.arange(33.0) - 16
+    for image, sigma in zip(out[1:], (1.0, 2.0)):
+        assert image.sum(dim=(-1, -2)) == pytest.approx([1.0, 1.0], abs=1e-5)
+        assert (image[0].sum(0) * offsets**2).sum().sqrt().item() == pytest.approx(sigma, rel=0.03)
+        assert torch.allclose(image[0], image[0].T, atol=1e-6)
+
+
+@pytest.mark.parametrize("blur", [0.0, 1.5])
+def test_training_blurs_each_batch_only_when_asked(tmp_path, monkeypatch, blur):
+    seen = []
+    monkeypatch.setattr(correctness_module, "gaussian_blur", lambda x, sigma: seen.append(sigma) or x)
+    data = DataConfig(image_size=32, num_train=32, num_val=8, root=str(tmp_path / "data"))
+    train_classifier(data, ClassifierConfig(channels=2, hidden=8, steps=3, batch_size=8, blur=blur), progress=False)
+    assert len(seen) == (3 if blur else 0)
+    assert all(s.shape == (8,) and 0 <= s.min() and s.max() <= blur for s in seen)
+
+
 def test_celeba_classifier_trains_on_a_fabricated_folder(tmp_path, monkeypatch):
     make_celeba(tmp_path / "celeba")
     monkeypatch.setattr(celeba, "PAPER_TRAIN_SIZE", 8)  # 8 train, 4 val of the 12 fabricated images
@@ -214,6 +237,8 @@ def test_cli_trains_prints_every_slot_and_saves(tmp_path, capsys):
     assert all(slot in printed for slot in SLOT_NAMES) and str(out) in printed
     assert isinstance(load_classifier(out), TwoObjectsClassifier)
     assert cli.main(["--dataset", "celeba", "--data-root", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert cli.main(["--blur", "-1", "--out", str(tmp_path / "other")]) == 2
+    assert "--blur must not be negative" in capsys.readouterr().err
 
 
 def test_cli_help_explains_every_flag(capsys):
@@ -221,5 +246,5 @@ def test_cli_help_explains_every_flag(capsys):
         cli.main(["--help"])
     text = capsys.readouterr().out
     flags = ["--dataset", "--image-size", "--num-train", "--num-val", "--data-root", "--steps", "--batch-size", "--lr",
-             "--seed", "--device", "--out", "--channels"]
+             "--seed", "--device", "--out", "--channels", "--blur"]
     assert all(flag in text for flag in flags)
