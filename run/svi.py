@@ -56,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="image height and width (default: the preset's)")
     p.add_argument("--num-train", type=int, help="training images to render (Two Objects; default: the preset's)")
     p.add_argument("--num-val", type=int, help="validation images to render (Two Objects; default: the preset's)")
+    p.add_argument("--num-down", type=int, help="stride-2 convolutions in the image encoder, and upsamplings in "
+                                                "the decoder (default: the preset's, 2; at 64x64 with the cpu "
+                                                "preset's strided stem, 2 leaves an 8x8 grid, 1 a 16x16 one)")
     p.add_argument("--steps", type=int, help="optimisation steps of the VLVAE (guides image, joint; default: "
                                              "the preset's)")
     p.add_argument("--guide-steps", type=int, help="optimisation steps of a text guide or the prior (default: "
@@ -100,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
 
 OVERRIDES = {  # flag -> (config section, field)
     "data_root": ("data", "root"), "image_size": ("data", "image_size"),
-    "num_train": ("data", "num_train"), "num_val": ("data", "num_val"),
+    "num_train": ("data", "num_train"), "num_val": ("data", "num_val"), "num_down": ("net", "num_down"),
     "steps": ("train", "steps"), "guide_steps": ("train", "guide_steps"),
     "checkpoint_every": ("train", "checkpoint_every"), "keep_checkpoints": ("train", "keep_checkpoints"),
     "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "lr_decay": ("train", "lr_decay"),
@@ -125,6 +128,8 @@ def make_config(args, device) -> RunConfig:
         value = getattr(args, flag)
         if value is not None:
             setattr(getattr(config, section), field, value)
+    if config.net.num_down < 0:
+        raise RunError(f"--num-down must not be negative, got {config.net.num_down}")
     config.train.text_true_weighted = args.text_true_weighted
     config.train.skip_bad_steps = args.skip_bad_steps
     config.train.clip_grad_norm = args.clip_grad_norm

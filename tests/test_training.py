@@ -27,6 +27,14 @@ def test_config_round_trips_through_json():
     assert RunConfig.from_json(config.to_json()) == config
 
 
+def test_network_flags_reach_the_run_config():
+    from run import svi
+    args = svi.parser().parse_args(["--preset", "cpu", "--num-down", "1", "--lr-decay", "step"])
+    config = svi.make_config(args, torch.device("cpu"))
+    assert (config.net.num_down, config.train.lr_decay) == (1, "step")
+    assert preset("cpu").net.num_down == 2
+
+
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown preset 'big'; choose one of paper, cpu, tiny"):
         preset("big")
@@ -100,7 +108,8 @@ def test_svi_help_explains_every_flag():
     out = subprocess.run(SVI + ["--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     for flag in ("--guide", "--preset", "--steps", "--batch-size", "--lr", "--x-weight", "--y-weight",
-                 "--device", "--out", "--base", "--resume", "--data-root", "--image-size", "--seed"):
+                 "--device", "--out", "--base", "--resume", "--data-root", "--image-size", "--seed", "--num-down",
+                 "--lr-decay"):
         assert flag in out.stdout
 
 
@@ -126,6 +135,8 @@ def test_main_command_end_to_end_trains_base_then_text_guide(tmp_path):
     (["--guide", "text_magic"], "unknown guide 'text_magic' for model vlvae; choose one of image, joint"),
     (["--guide", "text_agg", "--no-train-base", "--base", "nowhere"], "no trained base VLVAE in nowhere"),
     (["--image-size", "34"], "not divisible by the encoder's total stride"),
+    (["--num-down", "-1"], "--num-down must not be negative"),
+    (["--num-down", "5"], "not divisible by the encoder's total stride"),
 ])
 def test_svi_bad_input_is_one_clear_line(tmp_path, args, message):
     out = run_svi("--preset", "tiny", "--no-progress", *args, cwd=tmp_path, env_root=tmp_path / "data")
