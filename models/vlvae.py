@@ -78,6 +78,11 @@ class VLVAE(nn.Module):
         """p(y|z) = prod_t Cat(y_t | y_<t, h), teacher forced on ``y``; padding is masked out."""
         return dist.Categorical(logits=self.text_decoder.logits(h, y)).mask(y != 0).to_event(1)
 
+    def image_log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) + log p(z) per image ([B]): what semi-amortised inference climbs."""
+        target = x.clamp(PIXEL_EPS, 1 - PIXEL_EPS)
+        return self.image_likelihood(self.decoder(z)).log_prob(target) + self.prior(len(z)).log_prob(z)
+
     def model(self, x=None, y=None, *, prior: dist.Distribution | None = None, annealing: float = 1.0,
               x_weight: float = 1.0, y_weight: float = 1.0):
         """p(z) p(x|z) p(y|z) (the generative side of Eq. 1), observed on the given modalities.
