@@ -79,6 +79,8 @@ def evaluate(args) -> dict:
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.model == "jmvae":
+        if args.refine_steps:
+            raise RunError("--refine-steps refines the VLVAE's q(z|x); leave it out with --model jmvae")
         return evaluate_jmvae(args)
     if args.base is None:
         raise RunError("give the trained VLVAE run with --base (or --model jmvae --runs ...)")

@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
         for model, guides in MODELS.items()))
     p.add_argument("--preset", choices=list(PRESETS),
                    help="paper: 112x112, the paper's networks and 400k steps; cpu: 64x64, narrower convolutions, "
-                        "batch 128, base VLVAE about half an hour on 2 CPU cores; tiny: a smoke test (jmvae on "
+                        "batch 128, 11k steps, base VLVAE about 95 minutes on 2 CPU cores; tiny: a smoke test (jmvae on "
                         "mnist: the paper's MLPs, batch 100, paper 100 epochs, cpu 8 epochs). "
                         "Default: paper on CUDA, cpu otherwise")
     p.add_argument("--dataset", help=f"one of: {'; '.join(f'{k} ({v})' for k, v in DATASETS.items())} "
@@ -57,8 +57,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-train", type=int, help="training images to render (Two Objects; default: the preset's)")
     p.add_argument("--num-val", type=int, help="validation images to render (Two Objects; default: the preset's)")
     p.add_argument("--num-down", type=int, help="stride-2 convolutions in the image encoder, and upsamplings in "
-                                                "the decoder (default: the preset's, 2; at 64x64 with the cpu "
-                                                "preset's strided stem, 2 leaves an 8x8 grid, 1 a 16x16 one)")
+                                                "the decoder (default: the preset's, paper 2, cpu 1; at 64x64 "
+                                                "with the cpu preset's strided stem, 2 leaves an 8x8 grid, 1 a "
+                                                "16x16 one)")
     p.add_argument("--steps", type=int, help="optimisation steps of the VLVAE (guides image, joint; default: "
                                              "the preset's)")
     p.add_argument("--guide-steps", type=int, help="optimisation steps of a text guide or the prior (default: "

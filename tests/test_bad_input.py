@@ -48,6 +48,7 @@ CASES = [  # command, arguments, what the last line of stderr must say
     ("evaluate", ["--base", "nowhere", "--out", "eval"], "nowhere is not a run directory (no config.json)"),
     ("evaluate", ["--base", "x", "--out", "eval", "--particles", "many"], "argument --particles: invalid int value"),
     ("evaluate", ["--base", "x", "--out", "eval", "--refine-steps", "-5"], "--refine-steps must not be negative, got -5"),
+    ("evaluate", ["--model", "jmvae", "--runs", "x", "--out", "eval", "--refine-steps", "5"], "leave it out with --model jmvae"),
     ("evaluate", ["--base", "nowhere", "--out", "eval", "--ceiling-only"], "nowhere is not a run directory"),
     ("figures", ["curves", "nowhere"], "nowhere is not a run directory"),
     ("figures", ["fig9", "run"], "argument FIGURE: invalid choice: 'fig9'"),

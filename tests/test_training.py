@@ -29,10 +29,10 @@ def test_config_round_trips_through_json():
 
 def test_network_flags_reach_the_run_config():
     from run import svi
-    args = svi.parser().parse_args(["--preset", "cpu", "--num-down", "1", "--lr-decay", "step"])
+    args = svi.parser().parse_args(["--preset", "cpu", "--num-down", "2", "--lr-decay", "constant"])
     config = svi.make_config(args, torch.device("cpu"))
-    assert (config.net.num_down, config.train.lr_decay) == (1, "step")
-    assert preset("cpu").net.num_down == 2
+    assert (config.net.num_down, config.train.lr_decay) == (2, "constant")
+    assert (preset("cpu").net.num_down, preset("cpu").train.lr_decay) == (1, "step")
 
 
 def test_unknown_preset_is_a_clear_error():
