@@ -96,7 +96,8 @@ def evaluate_bounds(components, batches, num_particles: int, chunk_size: int | N
                     names: list[str] | None = None) -> dict[str, BoundEstimate]:
     """Per-datapoint bounds over ``batches`` of (x, y), concatenated: name -> BoundEstimate.
 
-    The proposal's distribution is computed once per batch and sampled for every chunk of particles;
+    Each proposal's distribution is computed once per batch (a semi-amortised q(z|x) refines once for
+    all the bounds it serves) and sampled for every chunk of particles;
     Pyro's validation, when enabled, checks the first batch only (as training checks its first step).
     """
     pairs = bound_pairs(components)
@@ -109,9 +110,12 @@ def evaluate_bounds(components, batches, num_particles: int, chunk_size: int | N
         m.eval()
     estimates = {n: [] for n in names}
     for i, (x, y) in enumerate(batches):
+        proposals = {}  # proposal -> its distribution for this batch: bounds sharing a proposal compute it once
         for n in names:
             model, proposal = pairs[n]
-            q = proposal(x, y)
+            if proposal not in proposals:
+                proposals[proposal] = proposal(x, y)
+            q = proposals[proposal]
             with pyro.validation_enabled(False) if i else nullcontext():
                 estimates[n].append(iwae_log_likelihood(model, lambda x, y: sample_z(q), x, y,
                                                         num_particles=num_particles, chunk_size=chunk_size))
