@@ -64,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--particles", type=int, help="importance samples K per bound (default 100 vlvae, 1000 jmvae)")
     p.add_argument("--chunk", type=int, default=50, help="particles per vectorised pass; bounds memory (default 50)")
     p.add_argument("--batch-size", type=int, default=50, help="validation pairs per pass (default 50)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the samples and bounds (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the samples and bounds; every row starts "
+                   "from it, so a row does not depend on which other runs are given (default 0)")
     p.add_argument("--classifier", help="correctness classifier folder (default runs/classifier-<dataset>-<size>; "
                                         "trained there if missing)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -106,9 +107,14 @@ def evaluate(args) -> dict:
                 raise RunError(f"{path} was trained on other data than the base run {args.base}")
     classifier = get_or_train_classifier(data, args.classifier, device)
     batches = list(validation_batches(make_dataset(data, "val"), args.num_points, args.batch_size, device))
+
+    def seeded(row, components, *more):
+        """One row, from the same random stream whichever other runs are evaluated."""
+        pyro.set_rng_seed(args.seed)
+        return row(components, classifier, batches, *more)
+
     bound_args = (args.particles, args.chunk)
-    pyro.set_rng_seed(args.seed)
-    base_ceiling = ceiling_row(base, classifier, batches)
+    base_ceiling = seeded(ceiling_row, base)
     results = {
         "dataset": data.name, "num_points": sum(len(x) for x, _ in batches), "num_particles": args.particles,
         "setting": f"{data.image_size}x{data.image_size} {data.name}, preset {base.config.preset}, "
@@ -116,16 +122,15 @@ def evaluate(args) -> dict:
         "classifier_accuracy": 100 * classifier.record["accuracy"]["word"], "refine_steps": args.refine_steps,
         "ceiling": base_ceiling["ceiling"],
         "runs": {"base": args.base, **runs},
-        "table_1": {kind: aggregate([text_guide_row(c, classifier, batches, *bound_args) for c in loaded[kind]])
+        "table_1": {kind: aggregate([seeded(text_guide_row, c, *bound_args) for c in loaded[kind]])
                     for kind in ("text_true", "text_agg") if loaded[kind]},
-        "table_2": {"prior": aggregate([prior_row(base, classifier, batches, *bound_args)])},
+        "table_2": {"prior": aggregate([seeded(prior_row, base, *bound_args)])},
     }
     if "by_slot" in base_ceiling:
         results["ceiling_by_slot"] = base_ceiling["by_slot"]
         results["ceiling_text"] = base_ceiling["text"]
     if loaded["prior_agg"]:
-        results["table_2"]["prior_agg"] = aggregate([prior_row(c, classifier, batches, *bound_args)
-                                                     for c in loaded["prior_agg"]])
+        results["table_2"]["prior_agg"] = aggregate([seeded(prior_row, c, *bound_args) for c in loaded["prior_agg"]])
     return results
 
 

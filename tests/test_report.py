@@ -92,6 +92,14 @@ def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
     assert results["refine_steps"] == 2 and results["ceiling"] == pytest.approx(
         ceiling(semi_amortised(base, 2), classifier, batches))
     assert "its mean refined per image by 2 steps: semi-amortised): " in table
+    # every row starts from --seed: the N(0, I) row is the same without the other runs
+    alone = subprocess.run(
+        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path), "--num-points", "8",
+         "--particles", "30", "--chunk", "10", "--refine-steps", "2", "--classifier", str(tmp_path / "classifier"),
+         "--out", str(tmp_path / "eval-alone")], capture_output=True, text=True, timeout=300, env=bare_env(tmp_path))
+    assert alone.returncode == 0, alone.stderr
+    prior_alone = json.loads((tmp_path / "eval-alone" / "results.json").read_text())["table_2"]["prior"]
+    assert prior_alone == results["table_2"]["prior"]
 
 
 def test_ceiling_only_gives_each_kept_checkpoints_ceiling(tmp_path, tiny_base_run):
