@@ -20,6 +20,12 @@ from tests.test_correctness import Oracle
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_evaluate(tmp_path, *args):
+    """run/evaluate.py as a user runs it, with tmp_path as the environment's home."""
+    return subprocess.run([sys.executable, str(ROOT / "run" / "evaluate.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=bare_env(tmp_path))
+
+
 def test_aggregate_gives_mean_and_spread_over_seeds():
     rows = [{"correctness": 60.0, "log p(x|y)": {"mean": 10.0, "khat": 0.5, "khat_above_0.7": 0.0, "ess": 5.0}},
             {"correctness": 70.0, "log p(x|y)": {"mean": 12.0, "khat": 0.9, "khat_above_0.7": 1.0, "ess": 3.0}}]
@@ -70,12 +76,11 @@ def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
     data = tiny_base_run.config().data
     classifier = train_classifier(data, ClassifierConfig(channels=4, hidden=16, steps=3, batch_size=8), progress=False)
     save_classifier(classifier, tmp_path / "classifier")
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path),
-         "--text-true", str(runs["text_true"].path), "--text-agg", str(runs["text_agg"].path),
-         "--prior", str(runs["prior_agg"].path), "--num-points", "8", "--particles", "30", "--chunk", "10",
-         "--refine-steps", "2", "--classifier", str(tmp_path / "classifier"), "--out", str(tmp_path / "eval")],
-        capture_output=True, text=True, timeout=300, env=bare_env(tmp_path))
+    bounds = ("--num-points", 8, "--particles", 30, "--chunk", 10, "--refine-steps", 2,
+              "--classifier", tmp_path / "classifier")
+    out = run_evaluate(tmp_path, "--base", tiny_base_run.path, "--text-true", runs["text_true"].path,
+                       "--text-agg", runs["text_agg"].path, "--prior", runs["prior_agg"].path, *bounds,
+                       "--out", tmp_path / "eval")
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert set(results["table_1"]) == {"text_true", "text_agg"} and set(results["table_2"]) == {"prior", "prior_agg"}
@@ -93,10 +98,7 @@ def test_evaluate_command_writes_the_paper_tables(tmp_path, tiny_base_run):
         ceiling(semi_amortised(base, 2), classifier, batches))
     assert "its mean refined per image by 2 steps: semi-amortised): " in table
     # every row starts from --seed: the N(0, I) row is the same without the other runs
-    alone = subprocess.run(
-        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path), "--num-points", "8",
-         "--particles", "30", "--chunk", "10", "--refine-steps", "2", "--classifier", str(tmp_path / "classifier"),
-         "--out", str(tmp_path / "eval-alone")], capture_output=True, text=True, timeout=300, env=bare_env(tmp_path))
+    alone = run_evaluate(tmp_path, "--base", tiny_base_run.path, *bounds, "--out", tmp_path / "eval-alone")
     assert alone.returncode == 0, alone.stderr
     prior_alone = json.loads((tmp_path / "eval-alone" / "results.json").read_text())["table_2"]["prior"]
     assert prior_alone == results["table_2"]["prior"]
@@ -106,11 +108,8 @@ def test_ceiling_only_gives_each_kept_checkpoints_ceiling(tmp_path, tiny_base_ru
     data = tiny_base_run.config().data
     classifier = train_classifier(data, ClassifierConfig(channels=4, hidden=16, steps=3, batch_size=8), progress=False)
     save_classifier(classifier, tmp_path / "classifier")
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path), "--ceiling-only",
-         "--num-points", "8", "--refine-steps", "3", "--classifier", str(tmp_path / "classifier"),
-         "--out", str(tmp_path / "eval")],
-        capture_output=True, text=True, timeout=300, env=bare_env(tmp_path))
+    out = run_evaluate(tmp_path, "--base", tiny_base_run.path, "--ceiling-only", "--num-points", 8,
+                       "--refine-steps", 3, "--classifier", tmp_path / "classifier", "--out", tmp_path / "eval")
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "eval" / "results.json").read_text())["ceiling_curve"]
     batches = list(validation_batches(make_dataset(data, "val"), 8, 50, "cpu"))
@@ -132,10 +131,8 @@ def test_ceiling_only_gives_each_kept_checkpoints_ceiling(tmp_path, tiny_base_ru
 
 
 def test_evaluate_refuses_a_run_of_the_wrong_kind(tmp_path, tiny_base_run):
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tiny_base_run.path),
-         "--text-agg", str(tiny_base_run.path), "--out", str(tmp_path / "eval")],
-        capture_output=True, text=True, timeout=120, env=bare_env(tmp_path))
+    out = run_evaluate(tmp_path, "--base", tiny_base_run.path, "--text-agg", tiny_base_run.path,
+                       "--out", tmp_path / "eval")
     assert out.returncode == 2 and "is a image run, given as --text-agg" in out.stderr
 
 
@@ -144,8 +141,6 @@ def test_ceiling_only_refuses_a_run_that_is_not_a_base(tmp_path, tiny_base_run):
     config.guide = "text_agg"
     (tmp_path / "agg").mkdir()
     (tmp_path / "agg" / "config.json").write_text(config.to_json())
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "run" / "evaluate.py"), "--base", str(tmp_path / "agg"), "--ceiling-only",
-         "--out", str(tmp_path / "eval")], capture_output=True, text=True, timeout=120, env=bare_env(tmp_path))
+    out = run_evaluate(tmp_path, "--base", tmp_path / "agg", "--ceiling-only", "--out", tmp_path / "eval")
     assert out.returncode == 2 and "is a vlvae text_agg run; --ceiling-only takes a VLVAE base run" in out.stderr
     assert not (tmp_path / "eval").exists()
