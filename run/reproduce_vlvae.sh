@@ -19,9 +19,9 @@ for seed in 0 1 2; do
   done
   train "runs/vlvae-text_true_weighted-${preset}-s${seed}" --guide text_true --text-true-weighted --seed "$seed" "$@"
 done
-evaluate="python run/evaluate.py --base runs/vlvae-image-${preset} --num-points 200 --particles 50 --refine-steps 25"
-$evaluate --text-true runs/vlvae-text_true-"${preset}"-s{0,1,2} \
+evaluate=(python run/evaluate.py --base "runs/vlvae-image-${preset}" --num-points 200 --particles 50 --refine-steps 25)
+"${evaluate[@]}" --text-true runs/vlvae-text_true-"${preset}"-s{0,1,2} \
   --text-agg runs/vlvae-text_agg-"${preset}"-s{0,1,2} \
   --prior runs/vlvae-prior_agg-"${preset}"-s{0,1,2} \
   --out "runs/eval-${preset}"
-$evaluate --text-true runs/vlvae-text_true_weighted-"${preset}"-s{0,1,2} --out "runs/eval-${preset}-weighted"
+"${evaluate[@]}" --text-true runs/vlvae-text_true_weighted-"${preset}"-s{0,1,2} --out "runs/eval-${preset}-weighted"
