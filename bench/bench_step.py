@@ -51,7 +51,7 @@ def _gaussian(head, h):
 def plain_jmvae_loss(c, x, y, annealing, alpha):
     """-Eq. 4 of the JMVAE paper (JMVAE-kl) per datapoint, written directly in PyTorch."""
     words = one_hot_words(c.model.config, y)
-    q = _gaussian(c.guide.head, torch.cat([c.guide.image(x), c.guide.text(words)], dim=-1))
+    q = _gaussian(c.guide.joint.head, torch.cat([c.guide.joint.image(x), c.guide.joint.text(words)], dim=-1))
     z = q.rsample()
     kl = (q.log_prob(z) - Normal(torch.zeros_like(z), 1.0).log_prob(z)).sum(-1)
     log_px = -F.binary_cross_entropy_with_logits(c.model.image_decoder(z), x, reduction="none").sum((-3, -2, -1))

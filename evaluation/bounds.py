@@ -59,13 +59,13 @@ def bound_pairs(components) -> dict:
         return image_guide.distribution(x, None)
 
     pairs = {
-        "log p(x,y)": (lambda x, y: model.model(x, y), proposal),
-        "log p(x)": (lambda x, y: model.model(x, None), proposal),
-        "log p(y)": (lambda x, y: model.model(None, y), proposal),
+        "log p(x,y)": (lambda x, y: model(x, y), proposal),
+        "log p(x)": (lambda x, y: model(x, None), proposal),
+        "log p(y)": (lambda x, y: model(None, y), proposal),
     }
-    if components.config.guide in ("text_true", "text_agg"):
+    if components.guide.inputs == "y":  # a text run: q(z|y)
         text_guide = components.guide
-        pairs["log p(x|y)"] = (lambda x, y: model.model(x, None, prior=text_guide.distribution(None, y)), proposal)
+        pairs["log p(x|y)"] = (lambda x, y: model(x, None, prior=text_guide.distribution(None, y)), proposal)
     return pairs
 
 
@@ -77,17 +77,17 @@ def _jmvae_pairs(components) -> dict:
         return image_guide.distribution(x, None)
 
     if text_guide is None:  # the VAE baseline: p(z) p(x|z) with q(z|x)
-        return {"log p(x) multiple": (lambda x, y: model.model(x, None), image_proposal)}
+        return {"log p(x) multiple": (lambda x, y: model(x, None), image_proposal)}
 
     def text_proposal(x, y):
         return text_guide.distribution(None, y)
 
     return {
-        "log p(x) multiple": (lambda x, y: model.model(x, None), joint.distribution),
-        "log p(x) single": (lambda x, y: model.model(x, None), image_proposal),
-        "log p(x,w)": (model.model, joint.distribution),
-        "log p(w)": (lambda x, y: model.model(None, y), lambda x, y: model.prior(len(y))),
-        "log p(x|w) single": (lambda x, y: model.model(x, None, prior=text_proposal(x, y)), text_proposal),
+        "log p(x) multiple": (lambda x, y: model(x, None), joint.distribution),
+        "log p(x) single": (lambda x, y: model(x, None), image_proposal),
+        "log p(x,w)": (model, joint.distribution),
+        "log p(w)": (lambda x, y: model(None, y), lambda x, y: model.prior_distribution(len(y))),
+        "log p(x|w) single": (lambda x, y: model(x, None, prior=text_proposal(x, y)), text_proposal),
     }
 
 

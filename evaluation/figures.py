@@ -151,7 +151,7 @@ def latent_posteriors(run, out, text_runs=(), resolution: int = 100, max_texts: 
 
     def log_joint(y):  # log p(y|z) + log p(z) = log p(z|y) + const
         zd = z.to(_device(c))
-        return c.model.text_likelihood(c.model.decoder(zd), y).log_prob(y) + c.model.prior(len(z)).log_prob(zd)
+        return c.model.text_likelihood(c.model.decoder(zd), y).log_prob(y) + c.model.prior_distribution(len(z)).log_prob(zd)
 
     rows = [("p(z|y) ∝ p(y|z) p(z)", log_joint)] + [
         (GUIDE_LABELS.get(g.config.guide, g.config.guide),
@@ -253,8 +253,8 @@ def reconstructions(run, out, num: int = 6) -> Path:
         rows += [(f"{split} data", x, vocab.decode_batch(y)),
                  ("reconstruction\nz = mean of q(z|x)", images, vocab.decode_batch(tokens))]
         histograms.append((f"{split} image 1\nreconstructed", probs[0], tokens[0]))
-    prior = "N(0, I)" if c.model.prior_flow is None else "learned q(z)"
-    images, tokens, _ = _decode(c.model, c.model.prior(num).sample())
+    prior = "N(0, I)" if c.model.prior is None else "learned q(z)"
+    images, tokens, _ = _decode(c.model, c.model.prior_distribution(num).sample())
     rows.append((f"samples, z ~ {prior}", images, vocab.decode_batch(tokens)))
     title = (f"VLVAE ({c.config.data.name}, {c.config.preset} preset): data, reconstructions and prior samples "
              f"with greedily decoded text (paper Fig. 3, 5)")

@@ -97,7 +97,7 @@ def prior_row(components, classifier, batches, num_particles: int, chunk_size: i
     of image and greedy text decoded from the same prior sample (one per validation point), log p(x)
     and log p(y)."""
     model = components.model
-    score = _mean_correctness(classifier, (model.generate(model.prior(len(x)).sample()) for x, _ in batches))
+    score = _mean_correctness(classifier, (model.generate(model.prior_distribution(len(x)).sample()) for x, _ in batches))
     bounds = evaluate_bounds(components, batches, num_particles, chunk_size, names=["log p(x)", "log p(y)"])
     return {"correctness": score, **{k: v.summary() for k, v in bounds.items()}}
 

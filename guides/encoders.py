@@ -25,8 +25,11 @@ def text_encoder(c: VLVAEConfig) -> TextEncoderNet:
 class ImageGuide(Guide):
     """q(z|x): marginal inference from the image only."""
 
+    inputs = "x"
+
     def __init__(self, config: VLVAEConfig):
         super().__init__()
+        self.config = config
         self.encoder = image_encoder(config)
         self.head = GaussianHead(config.hidden, config.z_dim, config.hidden)
 
@@ -41,6 +44,7 @@ class JointGuide(Guide):
 
     def __init__(self, config: VLVAEConfig):
         super().__init__()
+        self.config = config
         self.image_encoder = image_encoder(config)
         self.text_encoder = text_encoder(config)
         self.head = GaussianHead(2 * config.hidden, config.z_dim, config.hidden)

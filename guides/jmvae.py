@@ -5,8 +5,10 @@ two ways of inferring z from one modality.
   tops concatenated and mapped to z (paper 4.2: "shared the top of each layers").
 - JMVAE-zero (3.3): q(z|x) and q(z|w) are the joint encoder with the missing modality's input
   set to zero (``ZeroedGuide``); nothing extra is trained.
-- JMVAE-kl (Eq. 4): separate encoders q(z|x) and q(z|w) (``UnimodalGuide``), trained with the
-  model by ``guides.objectives.jmvae_kl_loss``.
+- JMVAE-kl (Eq. 4): separate encoders q(z|x) and q(z|w) (``UnimodalGuide``), held with the joint
+  encoder by ``KLGuide`` and trained with the model by ``guides.elbos.JMVAEKLELBO``.
+
+The text w is the guides' second argument, as it is the model's (``inputs`` "y").
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from guides.base import Guide
 from models.jmvae import JMVAEConfig, check_inputs, image_branch, one_hot_words, text_branch
 
 MODALITIES = ("x", "w")
+INPUTS = {"x": "x", "w": "y"}  # a modality -> the guide argument that carries it
 
 
 class GaussianOut(nn.Module):
@@ -35,6 +38,8 @@ class GaussianOut(nn.Module):
 
 class JointGuide(Guide):
     """q(z|x,w): the paper's multimodal encoder."""
+
+    inputs = "xy"
 
     def __init__(self, config: JMVAEConfig):
         super().__init__()
@@ -63,6 +68,7 @@ class ZeroedGuide(Guide):
         if keep not in MODALITIES:
             raise ValueError(f"keep must be one of {MODALITIES}, got {keep!r}")
         self.joint, self.keep = joint, keep
+        self.config, self.inputs = joint.config, INPUTS[keep]
 
     def distribution(self, x, w):
         c = self.joint.config
@@ -85,7 +91,7 @@ class UnimodalGuide(Guide):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-        self.config, self.modality = config, modality
+        self.config, self.modality, self.inputs = config, modality, INPUTS[modality]
         self.branch = image_branch(config) if modality == "x" else text_branch(config)
         self.head = GaussianOut(config.hidden, config.z_dim)
 
@@ -98,3 +104,21 @@ class UnimodalGuide(Guide):
             return self.head(self.branch(x))
         check_inputs(self.config, None, w)
         return self.head(self.branch(one_hot_words(self.config, w)))
+
+
+class KLGuide(Guide):
+    """JMVAE-kl's inference networks: q(z|x,w) (``joint``, what the guide samples from) with its own q(z|x)
+    (``image``) and q(z|w) (``text``). They are submodules so that ``SVI`` and Pyro's ELBO modules train all
+    three; ``guides.elbos.JMVAEKLELBO`` reaches the unimodal two through its KL terms (Eq. 4)."""
+
+    inputs = "xy"
+
+    def __init__(self, config: JMVAEConfig):
+        super().__init__()
+        self.config = config
+        self.joint = JointGuide(config)
+        self.image = UnimodalGuide(config, "x")
+        self.text = UnimodalGuide(config, "w")
+
+    def distribution(self, x, w):
+        return self.joint.distribution(x, w)

@@ -43,6 +43,7 @@ class SemiAmortisedImageGuide(Guide):
         if steps < 0:
             raise ValueError(f"refinement steps must not be negative, got {steps}")
         self.amortised = amortised
+        self.config, self.inputs = amortised.config, amortised.inputs
         self.log_joint = model.image_log_joint
         self.steps, self.lr = steps, lr
 

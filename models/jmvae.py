@@ -2,7 +2,8 @@
 
 Generative model (paper Eq. 3's p(x, w, z)): z ~ p(z) = N(0, I); image and text are decoded
 from z independently, p(x, w | z) = p(x|z) p(w|z). A missing modality is left out of the
-model, so ``model(x, None)`` is p(z) p(x|z) and ``model(None, w)`` is p(z) p(w|z).
+model, so ``jmvae(x, None)`` is p(z) p(x|z) and ``jmvae(None, w)`` is p(z) p(w|z). The module is the
+Pyro model (its ``forward``; ``jmvae.model`` is the module itself), as for the VLVAE.
 
 The text w is a sequence of word ids [..., L] (0 = padding) and every word is decoded
 independently from z: p(w|z) = prod_t Cat(w_t | softmax_t(z)), padding masked out. For
@@ -31,6 +32,7 @@ from torch.distributions.utils import broadcast_all
 from torch.nn import functional as F
 
 from models.blocks import ImageDecoderNet, ImageEncoderNet
+from models.registration import register
 from models.vlvae import ALPHA_EPS, PIXEL_EPS, batch_size_of
 
 FAMILIES = ("mlp", "conv")
@@ -134,7 +136,12 @@ class JMVAE(nn.Module):
         self.text_decoder = nn.Sequential(mlp([c.z_dim, c.hidden, c.hidden, c.hidden, c.text_length * c.num_words]),
                                           nn.Unflatten(-1, (c.text_length, c.num_words)))
 
-    def prior(self, batch_size: int) -> dist.Distribution:
+    @property
+    def model(self) -> "JMVAE":
+        """The Pyro model: this module, whose ``forward`` it is (see ``models.vlvae.VLVAE.model``)."""
+        return self
+
+    def prior_distribution(self, batch_size: int) -> dist.Distribution:
         """p(z) = N(0, I) with batch shape [batch_size]."""
         like = self.text_decoder[0][0].weight.new_zeros(batch_size, self.config.z_dim)
         return dist.Normal(like, 1.0).to_event(1)
@@ -156,19 +163,20 @@ class JMVAE(nn.Module):
         """
         return dist.Categorical(logits=self.text_decoder(z)).mask(w != 0).to_event(1)
 
-    def model(self, x=None, w=None, *, prior: dist.Distribution | None = None, annealing: float = 1.0,
-              x_weight: float = 1.0, y_weight: float = 1.0):
+    def forward(self, x=None, w=None, *, prior: dist.Distribution | None = None, annealing: float = 1.0,
+                x_weight: float = 1.0, y_weight: float = 1.0):
         """p(z) p(x|z) p(w|z) (Eq. 3's generative side), observed on the given modalities.
 
         ``prior`` replaces p(z) (q(z|w) for the single conditional bound, Eq. 9); ``annealing``
         scales the z site (KL warm-up; the guide's z site gets the same scale); ``x_weight`` and
         ``y_weight`` scale the likelihoods (1 in the paper). Sites: "z", "x", "y" (the text).
         """
+        register("JMVAE", self)
         check_inputs(self.config, x, w)
         batch = batch_size_of(x, w)
         with pyro.plate("data", batch, dim=-1):
             with poutine.scale(scale=annealing):
-                z = pyro.sample("z", prior if prior is not None else self.prior(batch))
+                z = pyro.sample("z", prior if prior is not None else self.prior_distribution(batch))
             if x is not None:
                 obs = x if self.config.likelihood == "bernoulli" else x.clamp(PIXEL_EPS, 1 - PIXEL_EPS)
                 with poutine.scale(scale=x_weight):

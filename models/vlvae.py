@@ -4,7 +4,10 @@ Generative model p(z) p(x|z) p(y|z): z ~ p(z) (N(0, I), or a learned flow q(z) f
 a shared decoder maps z to a 200-d vector h, from which the image decoder gives
 x ~ Beta(c * alpha, c * (1 - alpha)) per pixel (c = 100, appendix 5.1.2) and the GRU text
 decoder gives y word by word. A missing modality is left out of the model, so
-``model(x, None)`` is p(z) p(x|z) and ``model(None, y)`` is p(z) p(y|z).
+``vlvae(x, None)`` is p(z) p(x|z) and ``vlvae(None, y)`` is p(z) p(y|z).
+
+The module is the Pyro model (its ``forward``; ``vlvae.model`` is the module itself), so
+``SVI(vlvae, guide, ...)`` and ``Trace_ELBO()(vlvae, guide)`` both see its parameters.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pyro import poutine
 from torch import nn
 
 from models.blocks import ImageDecoderNet, ResidualMLP
+from models.registration import register
 from models.text import TextDecoderNet
 
 PIXEL_EPS = 1e-3  # pixels are clamped into (eps, 1 - eps): the Beta density is infinite at 0 and 1
@@ -51,7 +55,11 @@ def batch_size_of(x, y) -> int:
 
 
 class VLVAE(nn.Module):
-    def __init__(self, config: VLVAEConfig):
+    """p(z) p(x|z) p(y|z). ``prior``, when given, is the learned aggregate prior q(z) in place of
+    N(0, I) (paper Table 2; ``guides.prior.AggregatePrior``): any module whose ``batched(B)`` is a
+    distribution over z with batch shape [B]."""
+
+    def __init__(self, config: VLVAEConfig, prior: nn.Module | None = None):
         super().__init__()
         self.config = config
         c = config
@@ -59,13 +67,23 @@ class VLVAE(nn.Module):
         self.image_decoder = ImageDecoderNet(c.image_shape, c.channels, c.num_down, c.hidden, c.grid,
                                              c.stem_kernel, c.stem_stride)
         self.text_decoder = TextDecoderNet(len(c.vocab) + 1, c.text_length, c.hidden, c.hidden, dropout=c.dropout)
-        self.prior_flow = None  # a flows.AffineCouplingFlow replaces N(0, I) once set (Table 2)
+        self.prior = prior
 
-    def prior(self, batch_size: int) -> dist.Distribution:
-        """p(z) with batch shape [batch_size]: N(0, I), or the learned aggregate prior q(z)."""
+    @property
+    def model(self) -> "VLVAE":
+        """The Pyro model: this module, whose ``forward`` it is (a module, so Pyro's ELBO modules see its parameters)."""
+        return self
+
+    def likelihood_networks(self) -> nn.ModuleDict:
+        """The networks of p(x|z) p(y|z), every part but a learned prior, keyed as in this module's state dict:
+        what a learned prior is fitted to, frozen."""
+        return nn.ModuleDict({name: m for name, m in self.named_children() if name != "prior"})
+
+    def prior_distribution(self, batch_size: int) -> dist.Distribution:
+        """p(z) with batch shape [batch_size]: N(0, I), or the learned q(z)."""
+        if self.prior is not None:
+            return self.prior.batched(batch_size)
         like = self.decoder.inp.weight.new_zeros(batch_size, self.config.z_dim)
-        if self.prior_flow is not None:
-            return self.prior_flow.distribution(like)
         return dist.Normal(like, 1.0).to_event(1)
 
     def image_likelihood(self, h: torch.Tensor) -> dist.Distribution:
@@ -81,19 +99,22 @@ class VLVAE(nn.Module):
     def image_log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z) + log p(z) per image ([B]): what semi-amortised inference climbs."""
         target = x.clamp(PIXEL_EPS, 1 - PIXEL_EPS)
-        return self.image_likelihood(self.decoder(z)).log_prob(target) + self.prior(len(z)).log_prob(z)
+        return self.image_likelihood(self.decoder(z)).log_prob(target) + self.prior_distribution(len(z)).log_prob(z)
 
-    def model(self, x=None, y=None, *, prior: dist.Distribution | None = None, annealing: float = 1.0,
-              x_weight: float = 1.0, y_weight: float = 1.0):
+    def forward(self, x=None, y=None, *, prior: dist.Distribution | None = None, annealing: float = 1.0,
+                x_weight: float = 1.0, y_weight: float = 1.0):
         """p(z) p(x|z) p(y|z) (the generative side of Eq. 1), observed on the given modalities.
 
-        ``prior`` replaces p(z) (e.g. q(z|y) for Eq. 6); ``annealing`` scales the z site (KL
-        warm-up, as in Pyro's DMM example: the guide's z site gets the same scale), ``x_weight``
-        and ``y_weight`` scale the likelihoods (appendix 5.3.1). All default to the true model.
+        ``prior`` replaces p(z) for this call (e.g. q(z|y) for Eq. 6); ``annealing`` scales the z
+        site (KL warm-up, as in Pyro's DMM example: the guide's z site gets the same scale),
+        ``x_weight`` and ``y_weight`` scale the likelihoods (appendix 5.3.1). All default to the
+        true model. The guides take the same arguments.
         """
-        with pyro.plate("data", batch_size_of(x, y), dim=-1):
+        register("VLVAE", self)
+        batch = batch_size_of(x, y)
+        with pyro.plate("data", batch, dim=-1):
             with poutine.scale(scale=annealing):
-                z = pyro.sample("z", prior if prior is not None else self.prior(batch_size_of(x, y)))
+                z = pyro.sample("z", prior if prior is not None else self.prior_distribution(batch))
             h = self.decoder(z)
             if x is not None:
                 with poutine.scale(scale=x_weight):

@@ -31,19 +31,18 @@ from datasets.registry import DATASETS  # noqa: E402
 from training import distributed  # noqa: E402
 from training.config import LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
 from training.rundir import RunDir, RunError  # noqa: E402
-from training.schemes import BASE_GUIDES, MODEL_GUIDES  # noqa: E402
+from training.schemes import MODELS, SCHEMES, schemes_of  # noqa: E402
 from training.trainer import RESUMABLE_FLAGS, Interrupted, pick_device, train  # noqa: E402
 
-MODELS = MODEL_GUIDES
 DEFAULTS = {"vlvae": ("image", "two_objects"), "jmvae": ("kl", "mnist")}  # model -> (guide, dataset)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="vlvae", help=f"generative model: {', '.join(MODELS)} (default vlvae)")
-    p.add_argument("--guide", help="what to train; " + "; ".join(
-        f"{model} (default {DEFAULTS[model][0]}): " + "; ".join(f"{k}: {v}" for k, v in guides.items())
-        for model, guides in MODELS.items()))
+    p.add_argument("--guide", help="what to train (the training scheme); " + "; ".join(
+        f"{model} (default {DEFAULTS[model][0]}): " + "; ".join(f"{k}: {s.summary}" for k, s in schemes_of(model).items())
+        for model in MODELS))
     p.add_argument("--preset", choices=list(PRESETS),
                    help="paper: 112x112, the paper's networks and 400k steps; cpu: 64x64, narrower convolutions, "
                         "batch 128, 11k steps, base VLVAE about 95 minutes on 2 CPU cores; tiny: a smoke test (jmvae on "
@@ -117,9 +116,9 @@ def make_config(args, device) -> RunConfig:
     if args.model not in MODELS:
         raise RunError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
     guide, dataset = args.guide or DEFAULTS[args.model][0], args.dataset or DEFAULTS[args.model][1]
-    if guide not in MODELS[args.model]:
+    if guide not in schemes_of(args.model):
         raise RunError(f"unknown guide {guide!r} for model {args.model}; choose one of "
-                       f"{', '.join(MODELS[args.model])}")
+                       f"{', '.join(schemes_of(args.model))}")
     name = args.preset or ("paper" if device.type == "cuda" else "cpu")
     if not args.preset and distributed.is_main():
         print(f"preset: {name} (on {device.type}; pick another with --preset)")
@@ -141,17 +140,18 @@ def make_config(args, device) -> RunConfig:
 def run_training(config: RunConfig, out: Path, args, device) -> None:
     run = RunDir(out)
     base = None
-    if config.guide not in BASE_GUIDES:
+    scheme = SCHEMES[config.guide]
+    if scheme.base:
         base_config = copy.deepcopy(config)
-        base_config.guide, base_config.base_run = "image", None
-        base_out = Path(args.base or f"runs/{config.model}-image-{config.preset}")
+        base_config.guide, base_config.base_run = scheme.base, None
+        base_out = Path(args.base or f"runs/{config.model}-{scheme.base}-{config.preset}")
         base = RunDir(base_out)
         finished = base.exists() and base.checkpoint_paths() and \
             base.latest_checkpoint()["step"] >= base.config().num_steps
         if not finished:
             if args.no_train_base:
                 raise RunError(f"no trained base VLVAE in {base_out}; train one with "
-                               f"`python run/svi.py --model {config.model} --guide image --out {base_out}` "
+                               f"`python run/svi.py --model {config.model} --guide {scheme.base} --out {base_out}` "
                                f"or drop --no-train-base")
             if distributed.is_main():
                 print(f"no trained base VLVAE in {base_out}: {'resuming' if base.exists() else 'training'} it first")

@@ -43,7 +43,7 @@ def test_conditional_bound_uses_q_z_given_y_as_the_prior(tiny_agg_run, tiny_scen
         bounds[name] = evaluate_bounds(tiny_agg_run, [(x, y)], num_particles=1, names=[name])[name].value
     pyro.set_rng_seed(1)
     z = tiny_agg_run.image_guide.distribution(x, None).sample()
-    expected = tiny_agg_run.guide.distribution(None, y).log_prob(z) - tiny_agg_run.model.prior(len(x)).log_prob(z)
+    expected = tiny_agg_run.guide.distribution(None, y).log_prob(z) - tiny_agg_run.model.prior_distribution(len(x)).log_prob(z)
     assert torch.allclose(bounds["log p(x|y)"] - bounds["log p(x)"], expected, atol=1e-2)
 
 

@@ -19,8 +19,8 @@ from datasets import fetch
 from datasets.two_objects import VOCAB
 from evaluation.bounds import evaluate_bounds
 from evaluation.jmvae import jmvae_row
-from guides.jmvae import JointGuide, UnimodalGuide, ZeroedGuide
-from guides.objectives import gaussian_kl, jmvae_kl_loss
+from guides.elbos import JMVAEKLELBO, gaussian_kl
+from guides.jmvae import JointGuide, KLGuide, UnimodalGuide, ZeroedGuide
 from metrics import log_importance_weights
 from models.jmvae import JMVAE, JMVAEConfig, one_hot_words
 from training.config import RunConfig, preset, resolve
@@ -116,21 +116,21 @@ def test_gaussian_kl_matches_the_formula():
 
 def test_kl_loss_is_elbo_minus_alpha_kls_and_trains_the_unimodal_encoders():
     net = mnist_net()
-    model, joint, qx, qw = JMVAE(net), JointGuide(net), UnimodalGuide(net, "x"), UnimodalGuide(net, "w")
+    model, guide = JMVAE(net), KLGuide(net)
     x, w = data(net)
+    elbo = JMVAEKLELBO(alpha=0.5)
     pyro.set_rng_seed(3)
-    loss, terms = jmvae_kl_loss(model, joint, qx, qw, x, w, alpha=0.5, annealing=0.25)
+    loss = elbo(model, guide)(x, w, annealing=0.25)
     pyro.set_rng_seed(3)
-    elbo = Trace_ELBO().differentiable_loss(partial(model.model, annealing=0.25),  # KL term scaled by 0.25
-                                            partial(joint.guide, annealing=0.25), x, w)
-    q = joint.distribution(x, w)
+    trace_elbo = Trace_ELBO().differentiable_loss(model, guide.joint, x, w, annealing=0.25)  # KL to p(z) scaled
+    q = guide.joint.distribution(x, w)
     kls = [(torch.log(p.stddev / q.stddev) + (q.variance + (q.mean - p.mean) ** 2) / (2 * p.variance) - 0.5).sum(-1)
-           for p in (qx.distribution(x, None), qw.distribution(None, w))]
-    assert torch.allclose(loss, elbo / 5 + 0.5 * (kls[0] + kls[1]).mean(), rtol=1e-5)
-    assert torch.allclose(terms["kl_qx"], kls[0].mean()) and torch.allclose(terms["kl_qw"], kls[1].mean())
+           for p in (guide.image.distribution(x, None), guide.text.distribution(None, w))]
+    assert torch.allclose(loss, trace_elbo + 0.5 * (kls[0] + kls[1]).sum(), rtol=1e-5)
+    assert torch.allclose(elbo.terms["kl_qx"], kls[0].mean()) and torch.allclose(elbo.terms["kl_qw"], kls[1].mean())
     loss.backward()
-    for guide in (qx, qw, joint):
-        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in guide.head.parameters())
+    for part in (guide.image, guide.text, guide.joint):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.head.parameters())
 
 
 @pytest.mark.parametrize("guide", ["kl", "zero", "vae"])
@@ -258,7 +258,7 @@ def test_vae_bound_is_log_p_x_with_proposal_q_z_given_x(vae_run):
     pyro.set_rng_seed(2)
     q = components.image_guide.distribution(x, None)
     z = q.sample()
-    expected = components.model.image_likelihood(z).log_prob(x) + components.model.prior(8).log_prob(z) - q.log_prob(z)
+    expected = components.model.image_likelihood(z).log_prob(x) + components.model.prior_distribution(8).log_prob(z) - q.log_prob(z)
     assert torch.allclose(bounds["log p(x) multiple"].value, expected, atol=1e-3)
 
 

@@ -47,7 +47,7 @@ def test_text_true_and_text_agg_differ_only_in_the_loss(tmp_path):
 
 
 def test_text_agg_loss_is_the_cross_entropy_of_image_posterior_samples(tmp_path, tiny_base_run, tiny_scenes):
-    """aggregate_loss = -E_{q(z|x)} log q(z|y): with the same z, it equals -mean log q(z|y)."""
+    """AggregateELBO = -E_{q(z|x)} log q(z|y): with the same z, it equals -mean log q(z|y)."""
     import pyro
     config = tiny_config(tmp_path, "text_agg")
     components = build(config)
@@ -61,15 +61,18 @@ def test_text_agg_loss_is_the_cross_entropy_of_image_posterior_samples(tmp_path,
     assert torch.allclose(loss, -components.guide.distribution(None, y).log_prob(z).mean(), rtol=1e-5)
 
 
-def test_prior_agg_replaces_the_prior_when_loaded(tmp_path, tiny_base_run):
+def test_prior_agg_is_the_models_prior_when_loaded(tmp_path, tiny_base_run):
     config = tiny_config(tmp_path, "prior_agg")
     config.data.root = tiny_base_run.config().data.root
     run = RunDir(tmp_path / "prior")
     train(config, run, device=torch.device("cpu"), base=tiny_base_run, progress=False)
     components = load_run(run.path)
-    assert components.model.prior_flow is components.guide.flow
+    assert components.model.prior is components.guide
     z = torch.randn(5, config.net.z_dim)
-    assert torch.allclose(components.model.prior(5).log_prob(z), components.guide.distribution(None, torch.ones(5, 1)).log_prob(z))
+    assert torch.allclose(components.model.prior_distribution(5).log_prob(z),
+                          components.guide.distribution(None, torch.ones(5, 1)).log_prob(z))
+    assert not torch.allclose(components.model.prior_distribution(5).log_prob(z),
+                              torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1))  # trained away from N(0, I)
 
 
 def test_sampling_from_text_and_unknown_words(tmp_path, tiny_base_run):

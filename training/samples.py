@@ -31,7 +31,7 @@ def save(components, fixed, path) -> None:
     name = components.config.guide
     if components.trains_model:
         recon, recon_text = model.generate(components.guide.distribution(x, y).mean)
-        prior_images, prior_text = model.generate(model.prior(len(x)).sample())
+        prior_images, prior_text = model.generate(model.prior_distribution(len(x)).sample())
         images = torch.cat([x, recon, prior_images])
         captions = [f"data: {t}" for t in vocab.decode_batch(y)]
         for kind, texts in (("recon", recon_text), ("prior", prior_text)):  # JMVAE's VAE never trains p(y|z)
@@ -44,7 +44,7 @@ def save(components, fixed, path) -> None:
             captions += [f"q(z|w): {t}" for t in vocab.decode_batch(given_text)]
             title = ("rows: validation data, reconstructions from q(z|x,w), samples from p(z), "
                      "samples from q(z|w) of the data's texts")
-    elif name == "prior_agg":
+    elif components.scheme.learns_prior:
         images, texts = model.generate(components.guide.distribution(None, torch.cat([y, y])).sample())
         captions, title, ncols = vocab.decode_batch(texts), "samples from the learned prior q(z)", len(x)
     else:

@@ -1,65 +1,52 @@
-"""Which networks each ``--guide`` trains, with which loss, per model: ``build`` dispatches on
-``config.model`` through ``BUILDERS``, and ``MODEL_GUIDES`` names each model's guides.
+"""The training schemes: one declaration each of the model, the guide it trains, its ELBO, the
+modalities it reads and the trained run it is fitted to. ``SCHEMES`` is the registry and
+``build(config)`` picks a scheme once, by ``config.guide``, and returns its ``Components``.
 
-VLVAE (Cremer & Kushman, sections 2-3), ``Components``:
+VLVAE (Cremer & Kushman, sections 2-3):
 
-| guide     | trains                  | frozen                 | loss                                  |
-| --------- | ----------------------- | ---------------------- | ------------------------------------- |
-| image     | VLVAE + q(z|x)          |                        | Eq. 1 (warm-up, likelihood weights)   |
-| joint     | VLVAE + q(z|x,y)        |                        | Eq. 1 with q(z|x,y)                   |
-| text_true | q(z|y)                  | VLVAE, q(z|x)          | Eq. 3: ELBO of p(z) p(y|z)            |
-| text_agg  | q(z|y)                  | VLVAE, q(z|x)          | Eq. 5: E KL(q(z|x) || q(z|y))         |
-| prior_agg | q(z)                    | VLVAE, q(z|x)          | E_x E_{q(z|x)}[-log q(z)] (Table 2)   |
+| scheme    | trains                  | frozen          | ELBO (``guides.elbos``)                        | inputs |
+| --------- | ----------------------- | --------------- | ---------------------------------------------- | ------ |
+| image     | VLVAE + q(z|x)          |                 | Eq. 1, ``LoggedTrace_ELBO`` (warm-up, weights) | x, y   |
+| joint     | VLVAE + q(z|x,y)        |                 | Eq. 1 with q(z|x,y)                            | x, y   |
+| text_true | q(z|y)                  | VLVAE, q(z|x)   | Eq. 3: ``LoggedTrace_ELBO`` of p(z) p(y|z)     | y      |
+| text_agg  | q(z|y)                  | VLVAE, q(z|x)   | Eq. 5: ``AggregateELBO(q(z|x))``               | x, y   |
+| prior_agg | q(z), the VLVAE's prior | VLVAE, q(z|x)   | Table 2: ``AggregateELBO(q(z|x))``             | x      |
 
-Switching text inference between the true and the aggregate posterior is swapping the
-loss: both use the same ``TextGuide``.
+Switching text inference between the true and the aggregate posterior is swapping the ELBO
+(and the inputs it reads): both train the same ``TextGuide``. The learned prior is the model's
+prior by construction (``VLVAE(net, prior=q)``) and the guide its scheme trains.
 
-JMVAE (Suzuki et al., sections 3.2-3.3), ``JMVAEComponents``; all train the model:
+JMVAE (Suzuki et al., sections 3.2-3.3); all train the model:
 
-| guide | trains                              | q(z|x), q(z|w) at test time         | loss                       |
-| ----- | ----------------------------------- | ----------------------------------- | -------------------------- |
-| zero  | JMVAE + q(z|x,w)                    | q(z|x,w) with the other input zero  | Eq. 3 (ELBO, warm-up)      |
-| kl    | JMVAE + q(z|x,w) + q(z|x) + q(z|w)  | their own encoders                  | Eq. 4 (ELBO - alpha * KLs) |
-| vae   | p(z) p(x|z) + q(z|x)                | q(z|x); no q(z|w)                   | Eq. 3 with the image only  |
+| scheme | trains                              | q(z|x), q(z|w) at test time         | ELBO                            | inputs |
+| ------ | ----------------------------------- | ----------------------------------- | ------------------------------- | ------ |
+| zero   | JMVAE + q(z|x,w)                    | q(z|x,w) with the other input zero  | Eq. 3, ``LoggedTrace_ELBO``     | x, w   |
+| kl     | JMVAE + q(z|x,w) + q(z|x) + q(z|w)  | their own encoders (``KLGuide``)    | Eq. 4, ``JMVAEKLELBO(alpha)``   | x, w   |
+| vae    | p(z) p(x|z) + q(z|x)                | q(z|x); no q(z|w)                   | Eq. 3 with the image only       | x      |
 
-The ``vae`` guide is the paper's VAE baseline (Table 1): the JMVAE with the text left out, so
-its p(w|z) stays untrained.
+The ``vae`` scheme is the paper's VAE baseline (Table 1): the JMVAE with the text left out, so
+its p(w|z), outside the loss, stays untrained (and frozen).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
+import pyro.infer
 import torch
 from torch import nn
 
 from datasets.vocab import Vocabulary
-from guides.base import Guide
 from guides import jmvae as jmvae_guides
+from guides.base import Guide
+from guides.elbos import AggregateELBO, JMVAEKLELBO, LoggedTrace_ELBO
 from guides.encoders import ImageGuide, JointGuide
-from guides.objectives import aggregate_loss, elbo_loss, jmvae_kl_loss
 from guides.prior import AggregatePrior
 from guides.text import TextGuide
 from models.jmvae import JMVAE
 from models.vlvae import VLVAE
-from training.config import RunConfig
-
-GUIDES = {
-    "image": "q(z|x) from images; trains the VLVAE with Eq. 1",
-    "joint": "q(z|x,y) from images and text; trains the VLVAE with Eq. 1",
-    "text_true": "q(z|y) as the true posterior p(z|y) (Eq. 3); VLVAE frozen",
-    "text_agg": "q(z|y) as the aggregate of the image posteriors (Eq. 5); VLVAE and q(z|x) frozen",
-    "prior_agg": "learned aggregate prior q(z) replacing N(0, I) (Table 2); VLVAE and q(z|x) frozen",
-}
-JMVAE_GUIDES = {
-    "zero": "JMVAE-zero: q(z|x,w); unimodal inference zeroes the missing modality",
-    "kl": "JMVAE-kl: q(z|x,w) with separate q(z|x), q(z|w), trained with Eq. 4 (--alpha)",
-    "vae": "the paper's VAE baseline: p(z) p(x|z) with q(z|x), images only (Eq. 3 without the text)",
-}
-MODEL_GUIDES = {"vlvae": GUIDES, "jmvae": JMVAE_GUIDES}
-# These train the model itself; the others need a trained base run.
-BASE_GUIDES = ("image", "joint", "zero", "kl", "vae")
-
+from training.config import RunConfig, TrainConfig
 
 STEP_DECAY_SHARE = 0.1   # lr_decay "step": the last 10% of the steps ...
 STEP_DECAY_FACTOR = 0.1  # ... run at a tenth of the rate
@@ -82,66 +69,203 @@ def warmup(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / max(warmup_steps, 1))
 
 
-@dataclass
-class Scheme:
-    """A model with the guides of one training scheme: what the trainer and ``load_run`` use."""
+def annealed(t: TrainConfig, step: int) -> dict:
+    """The model and guide arguments of a scheme that trains the model: KL warm-up and likelihood weights."""
+    return dict(annealing=warmup(step, t.warmup_steps), x_weight=t.x_weight, y_weight=t.y_weight)
 
-    config: RunConfig
-    model: nn.Module
+
+def text_true_weights(t: TrainConfig, step: int) -> dict:
+    """Eq. 3 is unweighted; ``--text-true-weighted`` weights its text likelihood by ``y_weight``."""
+    return {"y_weight": t.y_weight} if t.text_true_weighted else {}
+
+
+def unweighted(t: TrainConfig, step: int) -> dict:
+    return {}
+
+
+def _flows(config: RunConfig) -> dict:
+    return dict(num_flows=config.train.num_flows, flow_hidden=(config.net.hidden, config.net.hidden))
+
+
+# Each builds (guide trained, q(z|x) or its stand-in, q(z|w) or None) for a run config.
+def _image_guides(config):
+    guide = ImageGuide(config.net)
+    return guide, guide, None
+
+
+def _joint_guides(config):
+    guide = JointGuide(config.net)
+    return guide, guide, None  # the joint guide stands in for q(z|x) (reconstructions, sample grids)
+
+
+def _text_guides(config):
+    return TextGuide(config.net, **_flows(config)), ImageGuide(config.net), None
+
+
+def _prior_guides(config):
+    return AggregatePrior(config.net, **_flows(config)), ImageGuide(config.net), None
+
+
+def _zero_guides(config):
+    joint = jmvae_guides.JointGuide(config.net)
+    return joint, jmvae_guides.ZeroedGuide(joint, "x"), jmvae_guides.ZeroedGuide(joint, "w")
+
+
+def _kl_guides(config):
+    guide = jmvae_guides.KLGuide(config.net)
+    return guide, guide.image, guide.text
+
+
+def _vae_guides(config):
+    guide = jmvae_guides.UnimodalGuide(config.net, "x")
+    return guide, guide, None
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One way of training: the model, the guides, the ELBO and its arguments, and the base run it needs."""
+
+    name: str
+    model: str                                   # the model family: "vlvae" or "jmvae"
+    summary: str                                 # one line for --help
+    guides: Callable                             # config -> (trained guide, q(z|x), q(z|w) or None)
+    elbo: Callable[[TrainConfig, Guide], pyro.infer.ELBO]  # (train config, q(z|x)) -> the ELBO
+    inputs: str = "xy"                           # the modalities model and guide are given
+    weights: Callable[[TrainConfig, int], dict] = annealed  # (train config, step) -> model/guide arguments
+    base: str | None = None                      # the scheme of the trained run whose model and q(z|x) it keeps frozen
+    learns_prior: bool = False                   # the trained guide is the model's prior
 
     @property
     def trains_model(self) -> bool:
-        return self.config.guide in BASE_GUIDES
+        return self.base is None
+
+    @property
+    def models_text(self) -> bool:
+        """Whether the model's p(y|z) is trained, here or in the base run (decoded texts mean something)."""
+        return not self.trains_model or "y" in self.inputs
+
+    def make_model(self, config: RunConfig, guide: Guide) -> nn.Module:
+        if self.model == "jmvae":
+            return JMVAE(config.net)
+        return VLVAE(config.net, prior=guide if self.learns_prior else None)
+
+
+def _trace_elbo(t, image_guide):
+    return LoggedTrace_ELBO()
+
+
+def _aggregate_elbo(t, image_guide):
+    return AggregateELBO(image_guide)
+
+
+def _jmvae_kl_elbo(t, image_guide):
+    return JMVAEKLELBO(t.alpha)
+
+
+SCHEMES = {s.name: s for s in (
+    Scheme("image", "vlvae", "q(z|x) from images; trains the VLVAE with Eq. 1", _image_guides, _trace_elbo),
+    Scheme("joint", "vlvae", "q(z|x,y) from images and text; trains the VLVAE with Eq. 1", _joint_guides,
+           _trace_elbo),
+    Scheme("text_true", "vlvae", "q(z|y) as the true posterior p(z|y) (Eq. 3); VLVAE frozen", _text_guides,
+           _trace_elbo, inputs="y", weights=text_true_weights, base="image"),
+    Scheme("text_agg", "vlvae", "q(z|y) as the aggregate of the image posteriors (Eq. 5); VLVAE and q(z|x) frozen",
+           _text_guides, _aggregate_elbo, weights=unweighted, base="image"),
+    Scheme("prior_agg", "vlvae", "learned aggregate prior q(z) replacing N(0, I) (Table 2); VLVAE and q(z|x) frozen",
+           _prior_guides, _aggregate_elbo, inputs="x", weights=unweighted, base="image", learns_prior=True),
+    Scheme("zero", "jmvae", "JMVAE-zero: q(z|x,w); unimodal inference zeroes the missing modality", _zero_guides,
+           _trace_elbo),
+    Scheme("kl", "jmvae", "JMVAE-kl: q(z|x,w) with separate q(z|x), q(z|w), trained with Eq. 4 (--alpha)",
+           _kl_guides, _jmvae_kl_elbo),
+    Scheme("vae", "jmvae", "the paper's VAE baseline: p(z) p(x|z) with q(z|x), images only (Eq. 3 without the text)",
+           _vae_guides, _trace_elbo, inputs="x"),
+)}
+MODELS = ("vlvae", "jmvae")
+
+
+def schemes_of(model: str) -> dict[str, Scheme]:
+    """The schemes that train ``model`` (or a guide of it), by name."""
+    return {name: s for name, s in SCHEMES.items() if s.model == model}
+
+
+def scheme_of(config: RunConfig) -> Scheme:
+    """The scheme ``config`` names; a ValueError naming the choices for an unknown model or guide."""
+    if config.model not in MODELS:
+        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
+    schemes = schemes_of(config.model)
+    if config.guide not in schemes:
+        raise ValueError(f"unknown guide {config.guide!r} for model {config.model}; choose one of {', '.join(schemes)}")
+    return schemes[config.guide]
+
+
+@dataclass
+class Components:
+    """The networks of one run of a scheme: the model, the guide it trains, the ELBO, and the unimodal guides.
+
+    ``loss_fn`` is the ELBO as a torch module over the model and guide (``elbo(model, guide)``),
+    what the trainer differentiates.
+    """
+
+    config: RunConfig
+    scheme: Scheme
+    model: nn.Module
+    guide: Guide                 # the guide this scheme trains
+    elbo: pyro.infer.ELBO
+    image_guide: Guide           # q(z|x) (for ``joint``: q(z|x,y)); the base's encoder for fitted schemes
+    text_guide: Guide | None = None  # JMVAE's q(z|w)
+    loss_fn: nn.Module = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.loss_fn = self.elbo(self.model, self.guide)  # checks that they fit
+
+    @property
+    def trains_model(self) -> bool:
+        return self.scheme.trains_model
+
+    @property
+    def models_text(self) -> bool:
+        return self.scheme.models_text
 
     def trained(self) -> dict[str, nn.Module]:
         """The modules this scheme trains, by checkpoint key."""
-        raise NotImplementedError
+        if not self.trains_model:
+            return {"guide": self.guide}
+        if isinstance(self.guide, jmvae_guides.KLGuide):  # JMVAE-kl's checkpoints keep one key per encoder
+            return {"model": self.model, "guide": self.guide.joint, "image_guide": self.guide.image,
+                    "text_guide": self.guide.text}
+        return {"model": self.model, "guide": self.guide}
 
     def frozen(self) -> dict[str, nn.Module]:
         """The base run's modules, kept fixed, by key in ``base.pt``."""
-        return {}
-
-    def loss(self, step: int, x, y) -> tuple[torch.Tensor, dict]:
-        """The loss of training step ``step`` (0-based) on a batch, and its terms for logging."""
-        raise NotImplementedError
+        if self.trains_model:
+            return {}
+        return {"model": self.model.likelihood_networks(), "image_guide": self.image_guide}
 
     def modules(self) -> list[nn.Module]:
         return list(self.trained().values()) + list(self.frozen().values())
 
-    def to(self, device) -> "Scheme":
+    def to(self, device) -> "Components":
         for m in self.modules():
             m.to(device)
         return self
 
     def freeze(self) -> None:
-        """Frozen parts neither get gradients nor update batchnorm statistics (eval mode)."""
+        """Frozen parts neither get gradients nor update batchnorm statistics (eval mode); a model's p(y|z)
+        outside the loss gets no gradient either (DDP needs every trained parameter to get one)."""
         for m in self.frozen().values():
             m.requires_grad_(False)
             m.eval()
+        if self.trains_model and not self.models_text:
+            self.model.text_decoder.requires_grad_(False)
+
+    def loss(self, step: int, x, y) -> tuple[torch.Tensor, dict]:
+        """Training step ``step``'s (0-based) loss on a batch, per datapoint, and the ELBO's terms for logging."""
+        inputs = (x if "x" in self.scheme.inputs else None, y if "y" in self.scheme.inputs else None)
+        loss = self.loss_fn(*inputs, **self.scheme.weights(self.config.train, step)) / len(x)
+        return loss, self.elbo.terms
 
     @property
     def vocab(self) -> Vocabulary:
         return Vocabulary(self.config.net.vocab)
-
-    @property
-    def models_text(self) -> bool:
-        """Whether the model's p(y|z) is trained (decoded texts mean something)."""
-        return True
-
-
-@dataclass
-class Components(Scheme):
-    """A VLVAE with the guides of one training scheme."""
-
-    model: VLVAE
-    image_guide: Guide           # q(z|x) (for ``joint``: q(z|x,y)); the base's encoder for the others
-    guide: Guide                 # the guide this scheme trains (same object as image_guide for base schemes)
-
-    def trained(self) -> dict[str, nn.Module]:
-        return {"model": self.model, "guide": self.guide} if self.trains_model else {"guide": self.guide}
-
-    def frozen(self) -> dict[str, nn.Module]:
-        return {} if self.trains_model else {"model": self.model, "image_guide": self.image_guide}
 
     @torch.no_grad()
     def sample_from_text(self, texts: list[str], num_samples: int = 1):
@@ -149,7 +273,7 @@ class Components(Scheme):
 
         Needs a text guide (``text_true`` or ``text_agg``); unknown words are a ValueError naming them.
         """
-        if self.config.guide not in ("text_true", "text_agg"):
+        if self.guide.inputs != "y":
             raise ValueError(f"a {self.config.guide!r} run has no q(z|y); load a text_true or text_agg run")
         device = next(self.guide.parameters()).device
         y = self.vocab.encode_batch(texts, self.config.net.text_length).to(device)
@@ -157,90 +281,14 @@ class Components(Scheme):
         images, tokens = self.model.generate(z)
         return images, [self.vocab.decode_batch(row) for row in tokens]
 
-    def loss(self, step: int, x, y) -> tuple[torch.Tensor, dict]:
-        t, name = self.config.train, self.config.guide
-        if name in BASE_GUIDES:
-            return elbo_loss(self.model, self.guide, x, y, annealing=warmup(step, t.warmup_steps),
-                             x_weight=t.x_weight, y_weight=t.y_weight)
-        if name == "text_true":
-            return elbo_loss(self.model, self.guide, None, y, y_weight=t.y_weight if t.text_true_weighted else 1.0)
-        if name == "text_agg":
-            return aggregate_loss(self.guide, self.image_guide, x, y)
-        return aggregate_loss(self.guide, self.image_guide, x, None)
 
-
-@dataclass
-class JMVAEComponents(Scheme):
-    """A JMVAE with q(z|x,w) (``guide``) and the unimodal q(z|x), q(z|w) of JMVAE-zero or JMVAE-kl;
-    for the VAE baseline, ``guide`` and ``image_guide`` are its q(z|x) and there is no q(z|w)."""
-
-    model: JMVAE
-    guide: Guide                 # q(z|x,w); the VAE's q(z|x)
-    image_guide: Guide           # q(z|x): zero-input joint encoder (zero), its own encoder (kl), ``guide`` (vae)
-    text_guide: Guide | None     # q(z|w): likewise; None for the VAE
-
-    @property
-    def models_text(self) -> bool:
-        return self.config.guide != "vae"
-
-    def trained(self) -> dict[str, nn.Module]:
-        modules = {"model": self.model, "guide": self.guide}
-        if self.config.guide == "kl":
-            modules.update(image_guide=self.image_guide, text_guide=self.text_guide)
-        return modules
-
-    def freeze(self) -> None:
-        """As ``Scheme.freeze``; the VAE's p(w|z), outside its loss, gets no gradient either (DDP needs every
-        trained parameter to get one)."""
-        super().freeze()
-        if not self.models_text:
-            self.model.text_decoder.requires_grad_(False)
-
-    def loss(self, step: int, x, y) -> tuple[torch.Tensor, dict]:
-        t = self.config.train
-        scales = dict(annealing=warmup(step, t.warmup_steps), x_weight=t.x_weight, y_weight=t.y_weight)
-        if self.config.guide == "vae":
-            return elbo_loss(self.model, self.guide, x, None, **scales)
-        if self.config.guide == "zero":
-            return elbo_loss(self.model, self.guide, x, y, **scales)
-        return jmvae_kl_loss(self.model, self.guide, self.image_guide, self.text_guide, x, y, alpha=t.alpha, **scales)
-
-
-def build(config: RunConfig) -> Scheme:
+def build(config: RunConfig) -> Components:
     """Fresh (untrained) networks for ``config``."""
-    if config.model not in BUILDERS:
-        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(BUILDERS)}")
-    guides = MODEL_GUIDES[config.model]
-    if config.guide not in guides:
-        raise ValueError(f"unknown guide {config.guide!r} for model {config.model}; choose one of {', '.join(guides)}")
-    return BUILDERS[config.model](config)
-
-
-def _build_jmvae(config: RunConfig) -> JMVAEComponents:
-    net = config.net
-    if config.guide == "vae":
-        image_guide = jmvae_guides.UnimodalGuide(net, "x")
-        return JMVAEComponents(config, JMVAE(net), image_guide, image_guide, None)
-    joint = jmvae_guides.JointGuide(net)
-    if config.guide == "zero":
-        unimodal = jmvae_guides.ZeroedGuide(joint, "x"), jmvae_guides.ZeroedGuide(joint, "w")
-    else:
-        unimodal = jmvae_guides.UnimodalGuide(net, "x"), jmvae_guides.UnimodalGuide(net, "w")
-    return JMVAEComponents(config, JMVAE(net), joint, *unimodal)
-
-
-def _build_vlvae(config: RunConfig) -> Components:
-    net, name = config.net, config.guide
-    model = VLVAE(net)
-    if name in BASE_GUIDES:
-        guide = ImageGuide(net) if name == "image" else JointGuide(net)
-        return Components(config, model, guide, guide)
-    flow_hidden = (net.hidden, net.hidden)
-    if name == "prior_agg":
-        guide = AggregatePrior(net, config.train.num_flows, flow_hidden)
-    else:
-        guide = TextGuide(net, config.train.num_flows, flow_hidden)
-    return Components(config, model, ImageGuide(net), guide)
-
-
-BUILDERS = {"vlvae": _build_vlvae, "jmvae": _build_jmvae}
+    scheme = scheme_of(config)
+    if scheme.learns_prior:  # the model takes its learned prior, so that is built first
+        guide, image_guide, text_guide = scheme.guides(config)
+        model = scheme.make_model(config, guide)
+    else:  # the model, then its guides: the order in which they draw their initial weights
+        model = scheme.make_model(config, None)
+        guide, image_guide, text_guide = scheme.guides(config)
+    return Components(config, scheme, model, guide, scheme.elbo(config.train, image_guide), image_guide, text_guide)

@@ -39,9 +39,9 @@ def load_base(components: Components, base: RunDir) -> None:
     """Copy the trained VLVAE and q(z|x) of ``base`` into ``components`` (for text guides and q(z))."""
     base_config = base.config()
     config = components.config
-    if base_config.guide != "image":
+    if base_config.guide != components.scheme.base:
         raise RunError(f"base run {base.path} trained guide {base_config.guide!r}; text guides and the prior "
-                       f"need a base trained with --guide image")
+                       f"need a base trained with --guide {components.scheme.base}")
     if base_config.data.name != config.data.name or base_config.net.vocab != config.net.vocab:
         raise RunError(f"base run {base.path} was trained on {base_config.data.name!r} with vocabulary "
                        f"{base_config.net.vocab}; this run uses {config.data.name!r} with {config.net.vocab}")
@@ -247,9 +247,8 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
 
 def load_run(path, device="cpu", step: int | None = None) -> Components:
     """A trained run directory as ready-to-use networks (eval mode, on ``device``), from its last
-    checkpoint or, with ``step``, from the checkpoint of that step.
-
-    For ``prior_agg`` runs the learned prior is installed as the model's prior.
+    checkpoint or, with ``step``, from the checkpoint of that step. (A ``prior_agg`` run's model has
+    the learned prior as its prior, by construction.)
     """
     run = RunDir(path)
     config = run.config()
@@ -257,8 +256,6 @@ def load_run(path, device="cpu", step: int | None = None) -> Components:
     _load_modules(components.trained(), run.latest_checkpoint() if step is None else run.checkpoint_at(step), run.path)
     if not components.trains_model:
         _load_modules(components.frozen(), load_file(run.base_path, "base weights"), run.base_path)
-    if config.guide == "prior_agg":
-        components.model.prior_flow = components.guide.flow
     components.to(device)
     for m in components.modules():
         m.eval()
