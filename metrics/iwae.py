@@ -65,7 +65,8 @@ the same random numbers as the corresponding rows of one K-draw pass, chunked an
 unchunked give the same log weights. torch's CPU normal sampler has this property
 when each particle's draw has a multiple of 16 elements (B * D % 16 == 0); otherwise
 the chunks are different (equally valid) random draws. Pyro's validation (if
-enabled) runs on the first chunk only.
+enabled) runs on a first pass of ``VALIDATION_PARTICLES`` draws only (its checks of a
+large observation cost about as much as the likelihood itself), the rest unchecked.
 
 Speed: on CPU the cost is the model's own compute on K x B particle rows (measured
 at the plain-PyTorch floor by ``bench/bench_iwae.py``); vectorising removes the Python
@@ -83,6 +84,7 @@ import torch
 import pyro
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
+from pyro.infer.util import is_validation_enabled
 
 from metrics.diagnostics import effective_sample_size, psis_khat
 
@@ -95,6 +97,7 @@ __all__ = [
     "log_importance_weights",
 ]
 
+VALIDATION_PARTICLES = 2  # particles of the validated first pass (2: a particle dim of size 1 would broadcast)
 PARTICLE_PLATE = "particles"
 PARTICLE_DIM = -2
 DATA_PLATE = "data"
@@ -217,7 +220,8 @@ def log_importance_weights(
         chunk_size: draws per vectorised pass (None: all K at once). Bounds memory:
             a pass holds tensors of shape [chunk_size, B, ...]. On CPU, passes of
             roughly 25-100 particles x 100 datapoints were also the fastest (cache).
-            Pyro validation, when enabled, runs on the first pass only.
+            Pyro validation, when enabled, runs on a first pass of
+            ``VALIDATION_PARTICLES`` particles only.
 
     Returns:
         Tensor [K, B] on the device the model computes on, without grad.
@@ -233,18 +237,16 @@ def log_importance_weights(
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     chunks = []
     with torch.no_grad():
-        done = 0
-        while done < num_particles:
-            k = min(chunk, num_particles - done)
-            if chunks:
-                # Later chunks repeat the first one's computation on new draws: Pyro's
-                # argument/support validation (if enabled) already ran on the first one
-                # and costs ~10% of a pass on large observations, so skip it.
-                with pyro.validation_enabled(False):
-                    chunks.append(_log_weights_pass(model, guide, k, args, kwargs))
-            else:
+        if is_validation_enabled():
+            # Pyro's argument and support checks cost about a pass's worth of elementwise work on
+            # large observations: they run on a first pass of a few particles, the rest unchecked.
+            chunks.append(_log_weights_pass(model, guide, min(VALIDATION_PARTICLES, num_particles), args, kwargs))
+        with pyro.validation_enabled(False):
+            done = sum(len(c) for c in chunks)
+            while done < num_particles:
+                k = min(chunk, num_particles - done)
                 chunks.append(_log_weights_pass(model, guide, k, args, kwargs))
-            done += k
+                done += k
     if len(chunks) == 1:
         return chunks[0]
     batch = max(c.shape[1] for c in chunks)

@@ -16,6 +16,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
+from pyro.infer import RenyiELBO, Trace_ELBO
 
 from metrics import BoundEstimate, iwae_log_likelihood, log_importance_weights
 from metrics import diagnostics
@@ -140,6 +141,38 @@ def test_k1_is_the_elbo_in_expectation(lg):
     # per datapoint too (8 checks at 4.5 SE each)
     per_point_se = diff.std(0) / math.sqrt(reps)
     assert (diff.mean(0).abs() < 4.5 * per_point_se).all()
+
+
+def _zoo_vlvae():
+    from guides.encoders import ImageGuide
+    from models.vlvae import VLVAE
+    from tests.helpers import batch, tiny_net
+
+    net = tiny_net()
+    torch.manual_seed(0)
+    model, guide = VLVAE(net).eval(), ImageGuide(net).eval()
+    return model, guide, batch(net, 4)
+
+
+@pytest.mark.parametrize("pair", ["linear_gaussian", "zoo_vlvae"])
+def test_bounds_summed_are_pyros_renyi_elbo_and_at_k1_its_trace_elbo(lg, pair):
+    """The per-datapoint bounds add up to Pyro's own IWAE objective, RenyiELBO(alpha=0) with vectorised
+    particles, on the same draws; with one particle they are Trace_ELBO. For a user's toy model and the zoo's
+    VLVAE with q(z|x), called with the caller's arguments."""
+    model, guide, args = (lg.model, lg.imperfect_guide, (lg.x,)) if pair == "linear_gaussian" else _zoo_vlvae()
+    tolerance = 1e-12 if pair == "linear_gaussian" else 1e-6
+    with torch.no_grad():
+        for k in (1, 64):
+            pyro.set_rng_seed(k)
+            ours = iwae_log_likelihood(model, guide, *args, num_particles=k).value
+            pyro.set_rng_seed(k)
+            renyi = RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True, max_plate_nesting=1)
+            assert ours.sum().item() == pytest.approx(-renyi.loss(model, guide, *args), rel=tolerance, abs=0)
+        pyro.set_rng_seed(1)
+        one = iwae_log_likelihood(model, guide, *args, num_particles=1).value
+        pyro.set_rng_seed(1)
+        assert one.sum().item() == pytest.approx(-Trace_ELBO().loss(model, guide, *args), rel=tolerance, abs=0)
+    assert ours.shape == (len(args[0]),) and not torch.equal(ours, one)
 
 
 def test_exact_posterior_gives_constant_weights(lg):
