@@ -6,7 +6,8 @@ the VLVAE's Eq. 1 on Two Objects, or JMVAE-kl's Eq. 4 on MNIST-shaped data.
     python bench/bench_step.py --preset paper                # VLVAE, 112x112, batch 20 (use a GPU)
     python bench/bench_step.py --model jmvae --preset cpu    # JMVAE-kl, paper MLPs, batch 100
 
-Prints the median step time of each and their ratio (target: Pyro <= 1.15x plain).
+Prints the median step time of each and their ratio (target: Pyro <= 1.10x plain). Both run with
+validation off, as the trainer runs every step after its first.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+import pyro  # noqa: E402
 import torch  # noqa: E402
 from torch.distributions import Beta, Normal, kl_divergence  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
@@ -102,7 +104,8 @@ def main(argv=None):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            loss = step()
+            with pyro.validation_enabled(False):  # as the trainer runs every step after its first
+                loss = step()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -115,7 +118,7 @@ def main(argv=None):
           f"torch threads {torch.get_num_threads()}")
     print(f"pyro step  {pyro_s * 1000:8.1f} ms (median of {args.steps})")
     print(f"plain step {plain_s * 1000:8.1f} ms")
-    print(f"ratio pyro/plain {pyro_s / plain_s:.3f} (target <= 1.15)")
+    print(f"ratio pyro/plain {pyro_s / plain_s:.3f} (target <= 1.10)")
     result = {"model": args.model, "preset": args.preset, "device": str(device), "batch_size": t.batch_size,
               "threads": torch.get_num_threads(), "pyro_ms": round(pyro_s * 1000, 2),
               "plain_ms": round(plain_s * 1000, 2), "ratio": round(pyro_s / plain_s, 3),

@@ -39,8 +39,6 @@ class GaussianOut(nn.Module):
 class JointGuide(Guide):
     """q(z|x,w): the paper's multimodal encoder."""
 
-    inputs = "xy"
-
     def __init__(self, config: JMVAEConfig):
         super().__init__()
         self.config = config
@@ -110,8 +108,6 @@ class KLGuide(Guide):
     """JMVAE-kl's inference networks: q(z|x,w) (``joint``, what the guide samples from) with its own q(z|x)
     (``image``) and q(z|w) (``text``). They are submodules so that ``SVI`` and Pyro's ELBO modules train all
     three; ``guides.elbos.JMVAEKLELBO`` reaches the unimodal two through its KL terms (Eq. 4)."""
-
-    inputs = "xy"
 
     def __init__(self, config: JMVAEConfig):
         super().__init__()

@@ -14,6 +14,7 @@ the name over, and ``SVI`` always optimises the tensors that the program used.
 from __future__ import annotations
 
 import pyro
+from pyro.distributions import constraints
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 
@@ -24,8 +25,17 @@ def register(name: str, module: nn.Module) -> None:
     for param_name, param in module.named_parameters():
         if param.requires_grad:
             full_name = param_with_module_name(name, param_name)
-            stored = store._params.get(full_name)  # ParamStoreDict has no public "replace"
-            if stored is not None and stored is not param:
-                del store._params[full_name]
-                store._param_to_name.pop(stored, None)
+            if store._params.get(full_name) is not param:
+                _put(store, full_name, param)
             pyro.param(full_name, param)
+
+
+def _put(store, name: str, param: nn.Parameter) -> None:
+    """``param`` itself under ``name``, in place of whatever was there. ParamStoreDict has no public way to
+    replace an entry, and its ``__setitem__`` stores a contiguous copy of a non-contiguous tensor (a
+    channels-last convolution's weight), which SVI would then train instead of the module's own."""
+    stale = store._params.pop(name, None)
+    store._param_to_name.pop(stale, None)
+    store._params[name] = param
+    store._param_to_name[param] = name
+    store._constraints[name] = constraints.real

@@ -142,6 +142,17 @@ def test_two_guides_of_one_class_train_side_by_side_q_true_and_q_agg(tmp_path):
     assert all(any(p is s for s in pyro.get_param_store().values()) for p in q_agg.parameters())
 
 
+def test_the_param_store_holds_the_modules_own_tensors_even_channels_last_ones():
+    from models.registration import register
+
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    register("conv", conv)
+    assert pyro.get_param_store()["conv$$$weight"] is conv.weight
+    register("conv", torch.nn.Conv2d(3, 4, 3))  # another module under the same name takes it over
+    assert pyro.get_param_store()["conv$$$weight"] is not conv.weight
+
+
 def test_the_learned_prior_is_the_models_prior_by_construction():
     net = tiny_net()
     q = AggregatePrior(net, num_flows=2)

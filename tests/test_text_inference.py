@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from training import samples
 from training.rundir import RunDir
 from training.schemes import build
 from training.trainer import load_base, load_run, train
@@ -38,6 +39,20 @@ def test_frozen_parts_do_not_move_and_the_guide_does(tmp_path, tiny_base_run, gu
         assert all(torch.equal(after[k], v) for k, v in frozen_before[name].items()), f"{name} moved"
     moved = [k for k, v in components.guide.state_dict().items() if not torch.equal(v, guide_before[k])]
     assert moved, "the trained guide did not change"
+
+
+@pytest.mark.parametrize("guide", ["text_true", "prior_agg"])
+def test_sample_grids_leave_every_module_in_its_mode(tmp_path, tiny_scenes, guide):
+    """The grids drawn at each checkpoint switch to eval mode and back: frozen networks stay in eval mode
+    (no dropout in the frozen p(y|z) of Eq. 3), trained ones in training mode."""
+    components = build(tiny_config(tmp_path, guide))
+    components.freeze()
+    for m in components.trained().values():
+        m.train()
+    before = {m: m.training for top in components.modules() for m in top.modules()}
+    samples.save(components, tiny_scenes, tmp_path / "grid.png")
+    assert {m: m.training for top in components.modules() for m in top.modules()} == before
+    assert not components.model.text_decoder.readout.training
 
 
 def test_text_true_and_text_agg_differ_only_in_the_loss(tmp_path):

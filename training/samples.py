@@ -23,9 +23,9 @@ def save(components, fixed, path) -> None:
     """Base runs: real images, reconstructions from q's mean and prior samples (JMVAE: and images
     decoded from z ~ q(z|w) of the real texts). Text guides:
     for a few validation texts, images and texts decoded from several z ~ q(z|y). q(z): samples."""
-    modes = {m: m.training for m in components.modules()}
-    for m in modes:
-        m.eval()
+    modes = {m: m.training for top in components.modules() for m in top.modules()}  # every submodule's own
+    for top in components.modules():
+        top.eval()
     vocab = components.vocab
     model, x, y = components.model, *fixed
     name = components.config.guide
@@ -59,4 +59,4 @@ def save(components, fixed, path) -> None:
         ncols = SAMPLES_PER_TEXT + 1
     save_grid(path, images, captions, ncols=ncols, title=title)
     for m, training in modes.items():
-        m.train(training)
+        m.training = training

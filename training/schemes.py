@@ -213,9 +213,12 @@ class Components:
     image_guide: Guide           # q(z|x) (for ``joint``: q(z|x,y)); the base's encoder for fitted schemes
     text_guide: Guide | None = None  # JMVAE's q(z|w)
     loss_fn: nn.Module = field(init=False, repr=False)
+    _frozen: dict = field(init=False, repr=False)
 
     def __post_init__(self):
         self.loss_fn = self.elbo(self.model, self.guide)  # checks that they fit
+        self._frozen = ({} if self.trains_model else
+                        {"model": self.model.likelihood_networks(), "image_guide": self.image_guide})
 
     @property
     def trains_model(self) -> bool:
@@ -235,10 +238,8 @@ class Components:
         return {"model": self.model, "guide": self.guide}
 
     def frozen(self) -> dict[str, nn.Module]:
-        """The base run's modules, kept fixed, by key in ``base.pt``."""
-        if self.trains_model:
-            return {}
-        return {"model": self.model.likelihood_networks(), "image_guide": self.image_guide}
+        """The base run's modules, kept fixed, by key in ``base.pt``: the model's networks but a learned prior, and q(z|x)."""
+        return self._frozen
 
     def modules(self) -> list[nn.Module]:
         return list(self.trained().values()) + list(self.frozen().values())
