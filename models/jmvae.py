@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from models.blocks import ImageDecoderNet, ImageEncoderNet
 from models.registration import register
-from models.vlvae import ALPHA_EPS, PIXEL_EPS, batch_size_of
+from models.vlvae import ALPHA_EPS, PIXEL_EPS, MeanBeta, batch_size_of
 
 FAMILIES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "beta")
@@ -152,8 +152,7 @@ class JMVAE(nn.Module):
         if self.config.likelihood == "bernoulli":
             return Bernoulli(logits=logits).to_event(3)
         alpha = torch.sigmoid(logits).clamp(ALPHA_EPS, 1 - ALPHA_EPS)
-        c = self.config.concentration
-        return dist.Beta(c * alpha, c * (1 - alpha)).to_event(3)
+        return MeanBeta(alpha, self.config.concentration).to_event(3)
 
     def text_likelihood(self, z: torch.Tensor, w: torch.Tensor) -> dist.Distribution:
         """p(w|z) = prod_t Cat(w_t | softmax(logits_t(z))) over the words; padding is masked out.

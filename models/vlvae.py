@@ -11,6 +11,7 @@ The module is the Pyro model (its ``forward``; ``vlvae.model`` is the module its
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pyro
@@ -25,6 +26,30 @@ from models.text import TextDecoderNet
 
 PIXEL_EPS = 1e-3  # pixels are clamped into (eps, 1 - eps): the Beta density is infinite at 0 and 1
 ALPHA_EPS = 1e-4
+
+
+class MeanBeta(dist.Beta):
+    """Beta(c * alpha, c * (1 - alpha)): mean ``alpha``, concentration ``c`` (the pixel likelihood, appendix 5.1.2).
+
+    log p(x) = (c alpha - 1) log x + (c (1 - alpha) - 1) log(1 - x) - lgamma(c alpha) - lgamma(c (1 - alpha))
+    + lgamma(c), written out: torch's Beta stacks x with 1 - x and both concentrations and takes lgamma of their
+    sum per pixel, which made the same density two and a half times as slow, forward and backward.
+    """
+
+    def __init__(self, alpha: torch.Tensor, concentration: float, validate_args=None):
+        self.alpha, self.c = alpha, float(concentration)
+        super().__init__(self.c * alpha, self.c * (1 - alpha), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return MeanBeta(self.alpha.expand(batch_shape), self.c, validate_args=self._validate_args)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        a = self.c * self.alpha
+        b = self.c - a
+        return ((a - 1) * value.log() + (b - 1) * torch.log1p(-value) - torch.lgamma(a) - torch.lgamma(b)
+                + math.lgamma(self.c))
 
 
 @dataclass
@@ -89,8 +114,7 @@ class VLVAE(nn.Module):
     def image_likelihood(self, h: torch.Tensor) -> dist.Distribution:
         """p(x|z) = prod_pixels Beta(c * alpha, c * (1 - alpha)), alpha from the image decoder."""
         alpha = torch.sigmoid(self.image_decoder(h)).clamp(ALPHA_EPS, 1 - ALPHA_EPS)
-        c = self.config.concentration
-        return dist.Beta(c * alpha, c * (1 - alpha)).to_event(3)
+        return MeanBeta(alpha, self.config.concentration).to_event(3)
 
     def text_likelihood(self, h: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
         """p(y|z) = prod_t Cat(y_t | y_<t, h), teacher forced on ``y``; padding is masked out."""

@@ -35,6 +35,21 @@ def test_networks_take_leading_particle_dims():
     assert samples.shape == (5, 3, net.text_length) and (samples > 0).all()
 
 
+def test_mean_beta_is_torchs_beta():
+    from models.vlvae import MeanBeta
+
+    g = torch.Generator().manual_seed(0)
+    alpha = torch.rand(4, 3, 5, 5, generator=g).clamp(1e-4, 1 - 1e-4).requires_grad_()
+    x = torch.rand(4, 3, 5, 5, generator=g).clamp(1e-3, 1 - 1e-3)
+    ours, theirs = MeanBeta(alpha, 100.0), pyro.distributions.Beta(100 * alpha, 100 * (1 - alpha))
+    assert torch.allclose(ours.log_prob(x), theirs.log_prob(x), rtol=1e-5, atol=1e-4)
+    assert torch.allclose(torch.autograd.grad(ours.log_prob(x).sum(), alpha)[0],
+                          torch.autograd.grad(theirs.log_prob(x).sum(), alpha)[0], rtol=1e-4, atol=1e-2)
+    assert torch.allclose(ours.mean, alpha)
+    wide = ours.expand((2, 4, 3, 5, 5))  # as under a particle plate
+    assert isinstance(wide, MeanBeta) and torch.allclose(wide.log_prob(x), ours.log_prob(x).expand(2, 4, 3, 5, 5))
+
+
 def test_text_encoder_skips_trailing_padding():
     net = tiny_net()
     text = TextEncoderNet(len(net.vocab) + 1, net.hidden)
