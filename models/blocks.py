@@ -172,6 +172,19 @@ class GaussianHead(nn.Module):
         return loc, F.softplus(raw_scale) + 1e-4
 
 
+COMPILED_BLOCKS = (ResidualMLP, ImageEncoderNet, ImageDecoderNet, TextEncoderNet, GaussianHead)
+
+
+def compile_blocks(module: nn.Module) -> list[nn.Module]:
+    """Compiles in place (``nn.Module.compile``, state dict keys unchanged) the outermost blocks of this file
+    inside ``module``: plain tensor networks, while the Pyro programs and distributions around them stay eager.
+    Compilation happens at each block's first call. Returns the blocks."""
+    if isinstance(module, COMPILED_BLOCKS):
+        module.compile()
+        return [module]
+    return [block for child in module.children() for block in compile_blocks(child)]
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -1,5 +1,6 @@
 """Run directories, checkpoints, resuming, loading back, and the run/svi.py command."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 from training.config import RunConfig, preset
 from training.rundir import RunDir, RunError
 from training.trainer import load_run, train
-from tests.helpers import bare_env
+from tests.helpers import bare_env, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SVI = [sys.executable, str(ROOT / "run" / "svi.py")]
@@ -167,3 +168,26 @@ def test_subnormals_are_flushed_on_every_thread(script):
                          env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0"]
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_and_computes_what_eager_networks_do(tmp_path):
+    """--compile: a run trains, its checkpoints load into eager networks, and the compiled networks give the
+    eager ones' Eq. 1 terms on a fixed batch (eval mode: compiled dropout draws other random numbers)."""
+    config = tiny_config(tmp_path, "image", steps=3)
+    config.train.compile = True
+    run = RunDir(tmp_path / "compiled")
+    compiled = train(config, run, device=torch.device("cpu"), progress=False)
+    assert all(math.isfinite(record["loss"]) for record in run.metrics())
+    eager = load_run(run.path)
+    x, y = (torch.rand(4, *config.net.image_shape), torch.randint(1, 10, (4, config.net.text_length)))
+    with torch.no_grad():
+        z = eager.guide.distribution(x, None).mean
+        h = eager.model.decoder(z)
+        ours = [compiled.model.image_likelihood(compiled.model.decoder(z)).log_prob(x.clamp(1e-3, 1 - 1e-3)),
+                compiled.model.text_likelihood(compiled.model.decoder(z), y).log_prob(y),
+                compiled.guide.distribution(x, None).mean]
+        theirs = [eager.model.image_likelihood(h).log_prob(x.clamp(1e-3, 1 - 1e-3)),
+                  eager.model.text_likelihood(h, y).log_prob(y), z]
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)

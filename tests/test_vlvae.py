@@ -50,6 +50,19 @@ def test_mean_beta_is_torchs_beta():
     assert isinstance(wide, MeanBeta) and torch.allclose(wide.log_prob(x), ours.log_prob(x).expand(2, 4, 3, 5, 5))
 
 
+def test_compile_blocks_compiles_the_outermost_blocks_in_place(tmp_path):
+    from models.blocks import compile_blocks
+
+    components = build(tiny_config(tmp_path, "image"))
+    model, guide = components.model, components.guide
+    keys = set(model.state_dict()) | {f"guide.{k}" for k in guide.state_dict()}
+    blocks = compile_blocks(model) + compile_blocks(guide)
+    assert blocks == [model.decoder, model.image_decoder, model.text_decoder.readout, guide.encoder, guide.head]
+    assert all(b._compiled_call_impl is not None for b in blocks)
+    assert model._compiled_call_impl is None  # the Pyro program stays eager
+    assert set(model.state_dict()) | {f"guide.{k}" for k in guide.state_dict()} == keys  # checkpoints unchanged
+
+
 def test_text_encoder_skips_trailing_padding():
     net = tiny_net()
     text = TextEncoderNet(len(net.vocab) + 1, net.hidden)

@@ -35,6 +35,7 @@ class TrainConfig:
     checkpoint_every: int = 5_000
     keep_checkpoints: int = 3    # the latest checkpoints kept in the run directory; 0 keeps every one
     skip_bad_steps: bool = False  # skip (and count) steps with a non-finite loss or gradient instead of stopping
+    compile: bool = False        # torch.compile the networks' blocks (models.blocks.compile_blocks) before training
     clip_grad_norm: float | None = None  # rescale the gradient to at most this norm before each step (None: never)
     num_flows: int = 6           # coupling flows in q(z|y) and q(z); 0 makes q(z|y) Gaussian
     text_true_weighted: bool = False  # Eq. 3 with the text likelihood weight y_weight (an option)

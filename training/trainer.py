@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from datasets.loader import BatchLoader
 from datasets.registry import make_dataset
+from models.blocks import compile_blocks
 from training import distributed, samples
 from training.config import RunConfig, resolve
 from training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
@@ -101,6 +102,9 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
             _save_base(components, run, base)
     components.to(device)
     components.freeze()
+    if config.train.compile:
+        for m in components.modules():
+            compile_blocks(m)
     params = [p for m in components.trained().values() for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.train.lr)
     start = 0
@@ -122,7 +126,7 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
 # What a resumed run may change: how long it trains, how it keeps checkpoints, and the remedies
 # for a run that diverged (see ``_fit``). With --lr-decay cosine a new length stretches the rest
 # of the schedule.
-RESUMABLE_CHANGES = ("steps", "guide_steps", "checkpoint_every", "keep_checkpoints", "lr", "skip_bad_steps",
+RESUMABLE_CHANGES = ("steps", "guide_steps", "checkpoint_every", "keep_checkpoints", "lr", "skip_bad_steps", "compile",
                      "clip_grad_norm")
 RESUMABLE_FLAGS = ", ".join("--" + name.replace("_", "-") for name in RESUMABLE_CHANGES)
 
