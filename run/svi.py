@@ -91,8 +91,8 @@ def parser() -> argparse.ArgumentParser:
                                                           "on --resume")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the networks' convolutional and dense blocks before training (compiled at the "
-                        "first step, a minute or two on 2 CPU cores; then the cpu preset's VLVAE step is about a "
-                        "quarter faster); may change on --resume")
+                        "first step, about 80 s on 2 CPU cores; then the cpu preset's VLVAE step is about 15%% "
+                        "faster); may change on --resume")
     p.add_argument("--seed", type=int, help="random seed for initialisation and batch order (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--out", help="run directory to write (default runs/<model>-<guide>-<preset>)")
