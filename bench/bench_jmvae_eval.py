@@ -11,7 +11,7 @@ so machine noise hits both alike.
 
 JMVAE-kl with the paper's MLPs (random weights: timing does not depend on training), batch and
 chunk sizes of ``run/evaluate.py`` (50 and 50). Prints seconds per 1000 test images for each and
-their ratio (target: zoo <= plain; ../shared/DESIGN.md 7: plain ~19 s on 2 idle cores).
+their ratio (target: zoo <= plain; plain took about 19 s on 2 idle cores).
 
     python bench/bench_jmvae_eval.py                       # K = 1000, 1000 test images, 2 threads
     python bench/bench_jmvae_eval.py --num-points 200      # quicker

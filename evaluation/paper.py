@@ -1,4 +1,4 @@
-"""The papers' numbers (../shared/paper_tables.md), for side-by-side tables: the VLVAE paper's
+"""The papers' numbers (VLVAE Tables 1-2, JMVAE Tables 1 and 3), for side-by-side tables: the VLVAE paper's
 (validation set) and the JMVAE paper's (MNIST test set)."""
 
 TABLE_1 = {  # text inference q(z|y): true posterior (Eq. 3) vs aggregate posterior (Eq. 5)

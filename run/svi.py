@@ -196,7 +196,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # Adam's state fills with subnormal floats that the CPU handles slowly (../shared/DESIGN.md 7).
+    # Adam's state fills with subnormal floats that the CPU handles slowly (bench/bench_epoch.py).
     # Flush them to zero before the first parallel torch op: the intra-op worker threads are made
     # later from this thread and inherit its floating-point mode (tests/test_training.py checks it).
     # Set here, not in main(), as it is process-wide state that callers of main() should not inherit.
