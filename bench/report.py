@@ -49,6 +49,7 @@ def benchmarks(quick: bool, cuda: bool) -> dict[str, list[str]]:
     for p in presets:
         jobs[f"loader_{p}"] = ["bench/bench_loader.py", "--preset", p, "--steps", "5" if quick else "20"]
         jobs[f"step_vlvae_{p}"] = ["bench/bench_step.py", "--preset", p, "--steps", "5" if quick else "30"]
+    jobs["likelihood"] = ["bench/bench_likelihood.py", "--repeats", "3" if quick else "20"]
     jobs["step_jmvae_cpu"] = ["bench/bench_step.py", "--model", "jmvae", "--steps", "5" if quick else "30"]
     jobs["epoch_jmvae"] = ["bench/bench_epoch.py", "--epochs", "2"]
     jobs["iwae"] = ["bench/bench_iwae.py"] + (["--k", "200", "--loop-repeats", "1", "--mem-k", "1000"] if quick else [])

@@ -65,9 +65,12 @@ def test_compile_blocks_compiles_the_outermost_blocks_in_place(tmp_path):
 
 def test_text_encoder_skips_trailing_padding():
     net = tiny_net()
+    torch.manual_seed(0)
     text = TextEncoderNet(len(net.vocab) + 1, net.hidden)
     y = torch.tensor([[3, 4, 5, 0, 0]])
-    assert torch.allclose(text(y), text(y[:, :3]))
+    # the GRU's kernels for 5 and 3 steps round differently (1e-7); reading the padding moves it by far more
+    assert torch.allclose(text(y), text(y[:, :3]), atol=1e-6)
+    assert not torch.allclose(text(y), text(torch.tensor([[3, 4, 5, 1, 1]])), atol=1e-3)
 
 
 def test_image_encoder_rejects_sizes_it_cannot_take():
