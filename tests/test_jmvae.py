@@ -6,7 +6,6 @@ import hashlib
 import importlib.util
 import json
 import pickle
-from functools import partial
 from pathlib import Path
 
 import pyro
