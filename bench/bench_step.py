@@ -5,9 +5,12 @@ the VLVAE's Eq. 1 on Two Objects, or JMVAE-kl's Eq. 4 on MNIST-shaped data.
     python bench/bench_step.py --preset cpu                  # VLVAE, 64x64, batch 128
     python bench/bench_step.py --preset paper                # VLVAE, 112x112, batch 20 (use a GPU)
     python bench/bench_step.py --model jmvae --preset cpu    # JMVAE-kl, paper MLPs, batch 100
+    python bench/bench_step.py --precision fp32 bf16         # also the Pyro step with bf16 networks
 
 Prints the median step time of each and their ratio (target: Pyro <= 1.10x plain). Both run with
-validation off, as the trainer runs every step after its first.
+validation off, as the trainer runs every step after its first. With several ``--precision``s the
+Pyro step runs once per precision in each round (``models.blocks.set_precision``); the plain
+reference runs in fp32.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import torch  # noqa: E402
 from torch.distributions import Normal, kl_divergence  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from models.blocks import PRECISIONS, set_precision  # noqa: E402
 from models.jmvae import one_hot_words  # noqa: E402
 from models.vlvae import ALPHA_EPS, PIXEL_EPS  # noqa: E402
 from training.config import preset, resolve  # noqa: E402
@@ -43,7 +47,7 @@ def plain_loss(model, guide, x, y, annealing, x_weight, y_weight):
     a, b, target = c * alpha, c * (1 - alpha), x.clamp(PIXEL_EPS, 1 - PIXEL_EPS)  # Beta(a, b), written out
     log_px = ((a - 1) * target.log() + (b - 1) * torch.log1p(-target) - torch.lgamma(a) - torch.lgamma(b)
               + math.lgamma(c)).sum((-3, -2, -1))
-    logits = model.text_decoder.logits(h, y)
+    logits = model.text_decoder(h, y)
     log_py = -(F.cross_entropy(logits.transpose(1, 2), y, reduction="none") * (y != 0)).sum(-1)
     return -(x_weight * log_px + y_weight * log_py - annealing * kl).mean()
 
@@ -75,6 +79,8 @@ def main(argv=None):
     p.add_argument("--preset", default="cpu", help="network and batch preset: cpu, paper or tiny (default cpu)")
     p.add_argument("--steps", type=int, default=30, help="timed steps of each kind (default 30)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=list(PRECISIONS),
+                   help="the Pyro step's precision(s), timed in turn in each round (default fp32)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.model == "jmvae":  # MNIST's shapes without reading MNIST: 10 one-word labels
@@ -93,17 +99,25 @@ def main(argv=None):
     x = (x.round() if args.model == "jmvae" else x).to(device)
     y = torch.randint(1, len(config.net.vocab) + 1, (t.batch_size, config.net.text_length), generator=g).to(device)
 
-    def pyro_step():
-        return components.loss(t.warmup_steps // 2, x, y)[0]
+    def pyro_step(precision):
+        def step():
+            for m in components.modules():
+                set_precision(m, precision)
+            return components.loss(t.warmup_steps // 2, x, y)[0]
+        return step
 
     def plain_step():
+        for m in components.modules():
+            set_precision(m, "fp32")
         if args.model == "jmvae":
             return plain_jmvae_loss(components, x, y, 0.5, t.alpha)
         return plain_loss(model, guide, x, y, 0.5, t.x_weight, t.y_weight)
 
-    times = {"pyro": [], "plain": []}
+    steps = {("pyro" if p == "fp32" else f"pyro_{p}"): pyro_step(p) for p in args.precision}
+    steps["plain"] = plain_step
+    times = {name: [] for name in steps}
     for i in range(args.steps + 3):
-        for name, step in (("pyro", pyro_step), ("plain", plain_step)):
+        for name, step in steps.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -116,16 +130,22 @@ def main(argv=None):
                 torch.cuda.synchronize()
             if i >= 3:  # warm-up steps are not timed
                 times[name].append(time.perf_counter() - start)
-    pyro_s, plain_s = statistics.median(times["pyro"]), statistics.median(times["plain"])
+    median = {name: statistics.median(ts) for name, ts in times.items()}
     print(f"{args.model}, preset {args.preset}, batch {t.batch_size}, image {config.net.image_shape}, device {device}, "
           f"torch threads {torch.get_num_threads()}")
-    print(f"pyro step  {pyro_s * 1000:8.1f} ms (median of {args.steps})")
-    print(f"plain step {plain_s * 1000:8.1f} ms")
-    print(f"ratio pyro/plain {pyro_s / plain_s:.3f} (target <= 1.10)")
     result = {"model": args.model, "preset": args.preset, "device": str(device), "batch_size": t.batch_size,
-              "threads": torch.get_num_threads(), "pyro_ms": round(pyro_s * 1000, 2),
-              "plain_ms": round(plain_s * 1000, 2), "ratio": round(pyro_s / plain_s, 3),
-              "pyro_steps_per_s": round(1 / pyro_s, 2)}
+              "threads": torch.get_num_threads()}
+    for name, seconds in median.items():
+        print(f"{name + ' step':16s} {seconds * 1000:8.1f} ms (median of {args.steps})")
+        result[f"{name}_ms"] = round(seconds * 1000, 2)
+    if "pyro" in median:
+        print(f"ratio pyro/plain {median['pyro'] / median['plain']:.3f} (target <= 1.10)")
+        result.update(ratio=round(median["pyro"] / median["plain"], 3), pyro_steps_per_s=round(1 / median["pyro"], 2))
+    for name in median.keys() - {"pyro", "plain"}:
+        if "pyro" in median:
+            print(f"ratio {name}/pyro {median[name] / median['pyro']:.3f}")
+            result[f"{name}_over_fp32"] = round(median[name] / median["pyro"], 3)
+        result[f"{name}_steps_per_s"] = round(1 / median[name], 2)
     if device.type == "cuda":
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
         print(f"peak GPU memory {result['peak_gpu_mib']} MiB")

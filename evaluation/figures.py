@@ -70,7 +70,7 @@ def _pairs(c: Components, split: str, num: int, distinct_texts: bool = False):
 def _decode(model, z):
     """Images, greedy texts and each word's distribution p(w_t | w_<t, z) [..., L, V-1] (padding left out)."""
     images, tokens = model.generate(z)
-    logits = model.text_decoder.logits(model.decoder(z), tokens)[..., 1:]
+    logits = model.text_decoder(model.decoder(z), tokens)[..., 1:]
     return images, tokens, logits.softmax(-1)
 
 

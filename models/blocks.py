@@ -8,6 +8,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils._pytree import tree_map_only
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # --precision: the dtype the networks' blocks compute in
+
+
+class Block(nn.Module):
+    """A plain tensor network, no distributions in it: the unit that ``set_precision`` runs at lower
+    precision and ``compile_blocks`` compiles.
+
+    With ``compute_dtype`` set, the block runs under ``torch.autocast`` (matrix products and
+    convolutions in that dtype) and hands fp32 tensors back. So whatever a Pyro program does with
+    a block's output (likelihoods, KLs, flow log-determinants, the sums over pixels) is fp32.
+    """
+
+    compute_dtype: torch.dtype | None = None
+
+    def __call__(self, *args, **kwargs):
+        if self.compute_dtype is None:
+            return super().__call__(*args, **kwargs)
+        device = next(a.device for a in args if isinstance(a, torch.Tensor))
+        with torch.autocast(device.type, dtype=self.compute_dtype):
+            out = super().__call__(*args, **kwargs)
+        return tree_map_only(torch.Tensor, lambda t: t.float() if t.is_floating_point() else t, out)
 
 
 def flat_apply(net: nn.Module, x: torch.Tensor, event_dims: int) -> torch.Tensor:
@@ -17,7 +40,7 @@ def flat_apply(net: nn.Module, x: torch.Tensor, event_dims: int) -> torch.Tensor
     return y.reshape(batch + y.shape[1:])
 
 
-class ResidualMLP(nn.Module):
+class ResidualMLP(Block):
     """``num_layers`` fully connected layers with batchnorm: an input layer, hidden layers of
     ``width`` (the last ``num_residual`` of them wrapped in residual connections), an output layer."""
 
@@ -77,7 +100,7 @@ def up_norm_relu(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class ImageEncoderNet(nn.Module):
+class ImageEncoderNet(Block):
     """CycleGAN-like image encoder: stem conv, ``num_down`` stride-2 convs doubling the channels,
     ``num_blocks`` residual blocks with instance norm, flattened and mapped to ``out_dim``."""
 
@@ -104,7 +127,7 @@ class ImageEncoderNet(nn.Module):
         return flat_apply(lambda v: self.fc(self.conv(v).flatten(1)), x, 3)
 
 
-class ImageDecoderNet(nn.Module):
+class ImageDecoderNet(Block):
     """Image decoder (paper 5.1): linear to ``10 * grid^2`` (1000 for grid 10), reshaped to 10
     channels, resized to the resolution of the encoder's residual blocks, then a ResNet with
     instance norm and ``num_up`` upsamplings; outputs per-pixel logits of the Beta's alpha."""
@@ -139,7 +162,7 @@ class ImageDecoderNet(nn.Module):
         return flat_apply(self._forward, h, 1)
 
 
-class TextEncoderNet(nn.Module):
+class TextEncoderNet(Block):
     """GRU text encoder (paper 5.1): the final hidden state (size ``hidden``) is the encoding.
 
     Padding (id 0) at the end of a text is skipped: the state after the last real word is used.
@@ -159,7 +182,7 @@ class TextEncoderNet(nn.Module):
         return flat_apply(self._forward, y, 1)
 
 
-class GaussianHead(nn.Module):
+class GaussianHead(Block):
     """Shared encoder network (paper 5.1): three fully connected layers with batchnorm and a
     residual connection, outputting the mean and scale of a diagonal Gaussian over z."""
 
@@ -172,17 +195,32 @@ class GaussianHead(nn.Module):
         return loc, F.softplus(raw_scale) + 1e-4
 
 
-COMPILED_BLOCKS = (ResidualMLP, ImageEncoderNet, ImageDecoderNet, TextEncoderNet, GaussianHead)
-
-
-def compile_blocks(module: nn.Module) -> list[nn.Module]:
-    """Compiles in place (``nn.Module.compile``, state dict keys unchanged) the outermost blocks of this file
-    inside ``module``: plain tensor networks, while the Pyro programs and distributions around them stay eager.
-    Compilation happens at each block's first call. Returns the blocks."""
-    if isinstance(module, COMPILED_BLOCKS):
-        module.compile()
+def outermost_blocks(module: nn.Module) -> list[Block]:
+    """The ``Block`` instances inside ``module`` (or ``module`` itself) that no other block contains."""
+    if isinstance(module, Block):
         return [module]
-    return [block for child in module.children() for block in compile_blocks(child)]
+    return [block for child in module.children() for block in outermost_blocks(child)]
+
+
+def compile_blocks(module: nn.Module) -> list[Block]:
+    """Compiles in place (``nn.Module.compile``, state dict keys unchanged) the outermost blocks inside
+    ``module``: plain tensor networks, while the Pyro programs and distributions around them stay eager.
+    Compilation happens at each block's first call. Returns the blocks."""
+    blocks = outermost_blocks(module)
+    for block in blocks:
+        block.compile()
+    return blocks
+
+
+def set_precision(module: nn.Module, precision: str) -> list[Block]:
+    """Runs the outermost blocks inside ``module`` in ``precision`` (a key of ``PRECISIONS``; see
+    ``Block``); everything else, flows included, stays fp32. Returns the blocks."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    blocks = outermost_blocks(module)
+    for block in blocks:
+        block.compute_dtype = PRECISIONS[precision]
+    return blocks
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -31,7 +31,7 @@ from torch import nn
 from torch.distributions.utils import broadcast_all
 from torch.nn import functional as F
 
-from models.blocks import ImageDecoderNet, ImageEncoderNet
+from models.blocks import Block, ImageDecoderNet, ImageEncoderNet
 from models.registration import register
 from models.vlvae import ALPHA_EPS, PIXEL_EPS, MeanBeta, batch_size_of
 
@@ -81,14 +81,16 @@ class Bernoulli(dist.Bernoulli):
         return F.softplus(logits).neg_().addcmul_(logits, value)
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
+class MLP(Block, nn.Sequential):
     """Dense layers ``sizes[0] -> ... -> sizes[-1]`` with leaky ReLU after every hidden layer."""
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.LeakyReLU(0.2))
-    return nn.Sequential(*layers)
+
+    def __init__(self, sizes: list[int]):
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(nn.LeakyReLU(0.2))
+        super().__init__(*layers)
 
 
 def check_inputs(c: JMVAEConfig, x, w) -> None:
@@ -112,14 +114,14 @@ def image_branch(c: JMVAEConfig) -> nn.Module:
     """The image's encoder branch, x [..., C, H, W] -> encoding [..., hidden]."""
     if c.family == "mlp":
         pixels = c.image_shape[0] * c.image_shape[1] * c.image_shape[2]
-        return nn.Sequential(nn.Flatten(-3), mlp([pixels, c.hidden, c.hidden]), nn.LeakyReLU(0.2))
+        return nn.Sequential(nn.Flatten(-3), MLP([pixels, c.hidden, c.hidden]), nn.LeakyReLU(0.2))
     return nn.Sequential(ImageEncoderNet(c.image_shape, c.channels, c.num_down, c.hidden, c.stem_kernel,
                                          c.stem_stride), nn.LeakyReLU(0.2))
 
 
 def text_branch(c: JMVAEConfig) -> nn.Module:
     """The text's encoder branch, one-hot words [..., L * V] -> encoding [..., hidden]."""
-    return nn.Sequential(mlp([c.text_length * c.num_words, c.hidden, c.hidden]), nn.LeakyReLU(0.2))
+    return nn.Sequential(MLP([c.text_length * c.num_words, c.hidden, c.hidden]), nn.LeakyReLU(0.2))
 
 
 class JMVAE(nn.Module):
@@ -128,12 +130,12 @@ class JMVAE(nn.Module):
         self.config = c = config
         if c.family == "mlp":
             pixels = c.image_shape[0] * c.image_shape[1] * c.image_shape[2]
-            self.image_decoder = nn.Sequential(mlp([c.z_dim, c.hidden, c.hidden, c.hidden, pixels]),
+            self.image_decoder = nn.Sequential(MLP([c.z_dim, c.hidden, c.hidden, c.hidden, pixels]),
                                                nn.Unflatten(-1, c.image_shape))
         else:
             self.image_decoder = ImageDecoderNet(c.image_shape, c.channels, c.num_down, c.z_dim, c.grid,
                                                  c.stem_kernel, c.stem_stride)
-        self.text_decoder = nn.Sequential(mlp([c.z_dim, c.hidden, c.hidden, c.hidden, c.text_length * c.num_words]),
+        self.text_decoder = nn.Sequential(MLP([c.z_dim, c.hidden, c.hidden, c.hidden, c.text_length * c.num_words]),
                                           nn.Unflatten(-1, (c.text_length, c.num_words)))
 
     @property

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import ResidualMLP
+from models.blocks import Block, ResidualMLP
 
 
-class TextDecoderNet(nn.Module):
+class TextDecoderNet(Block):
     """GRU with a ``hidden``-d state; step t sees the previous word (id 0 = start), the previous
     state and the shared decoder output h. Each state goes through three fully connected layers
     with a residual, batchnorm and dropout to logits over the vocabulary."""
@@ -29,7 +29,7 @@ class TextDecoderNet(nn.Module):
         self.gru.train()
         return self
 
-    def logits(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [..., L, V] of text ``y`` [..., L] given decoder output ``h`` [..., C]."""
         batch = torch.broadcast_shapes(h.shape[:-1], y.shape[:-1])
         h = h.expand(batch + h.shape[-1:]).reshape(-1, h.shape[-1])

@@ -118,7 +118,7 @@ class VLVAE(nn.Module):
 
     def text_likelihood(self, h: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
         """p(y|z) = prod_t Cat(y_t | y_<t, h), teacher forced on ``y``; padding is masked out."""
-        return dist.Categorical(logits=self.text_decoder.logits(h, y)).mask(y != 0).to_event(1)
+        return dist.Categorical(logits=self.text_decoder(h, y)).mask(y != 0).to_event(1)
 
     def image_log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z) + log p(z) per image ([B]): what semi-amortised inference climbs."""

@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from datasets.registry import DATASETS  # noqa: E402
+from models.blocks import PRECISIONS  # noqa: E402
 from training import distributed  # noqa: E402
 from training.config import LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
 from training.rundir import RunDir, RunError  # noqa: E402
@@ -93,6 +94,11 @@ def parser() -> argparse.ArgumentParser:
                    help="torch.compile the networks' convolutional and dense blocks before training (compiled at the "
                         "first step, about 80 s on 2 CPU cores; then the cpu preset's VLVAE step is about 15%% "
                         "faster); may change on --resume")
+    p.add_argument("--precision", choices=list(PRECISIONS),
+                   help="what the networks compute in: fp32, or bf16 autocast for their convolutions and matrix "
+                        "products; likelihoods, KLs, flows and every sum stay fp32. Default fp32: bf16 is about 9x "
+                        "slower on a CPU without bf16 units (AVX-512 BF16, AMX), and its speed on CUDA is not "
+                        "measured yet; may change on --resume")
     p.add_argument("--seed", type=int, help="random seed for initialisation and batch order (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--out", help="run directory to write (default runs/<model>-<guide>-<preset>)")
@@ -113,6 +119,7 @@ OVERRIDES = {  # flag -> (config section, field)
     "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "lr_decay": ("train", "lr_decay"),
     "warmup_steps": ("train", "warmup_steps"), "x_weight": ("train", "x_weight"), "y_weight": ("train", "y_weight"),
     "num_flows": ("train", "num_flows"), "seed": ("train", "seed"), "alpha": ("train", "alpha"),
+    "precision": ("train", "precision"),
 }
 
 

@@ -30,7 +30,7 @@ def test_networks_take_leading_particle_dims():
     loc, scale = head(torch.randn(2, 3, net.hidden))
     assert loc.shape == scale.shape == (2, 3, net.z_dim) and (scale > 0).all()
     decoder = TextDecoderNet(len(net.vocab) + 1, net.text_length, net.hidden, net.hidden)
-    assert decoder.logits(torch.randn(5, 3, net.hidden), y).shape == (5, 3, net.text_length, len(net.vocab) + 1)
+    assert decoder(torch.randn(5, 3, net.hidden), y).shape == (5, 3, net.text_length, len(net.vocab) + 1)
     samples = decoder.sample(torch.randn(5, 3, net.hidden))
     assert samples.shape == (5, 3, net.text_length) and (samples > 0).all()
 
@@ -57,7 +57,7 @@ def test_compile_blocks_compiles_the_outermost_blocks_in_place(tmp_path):
     model, guide = components.model, components.guide
     keys = set(model.state_dict()) | {f"guide.{k}" for k in guide.state_dict()}
     blocks = compile_blocks(model) + compile_blocks(guide)
-    assert blocks == [model.decoder, model.image_decoder, model.text_decoder.readout, guide.encoder, guide.head]
+    assert blocks == [model.decoder, model.image_decoder, model.text_decoder, guide.encoder, guide.head]
     assert all(b._compiled_call_impl is not None for b in blocks)
     assert model._compiled_call_impl is None  # the Pyro program stays eager
     assert set(model.state_dict()) | {f"guide.{k}" for k in guide.state_dict()} == keys  # checkpoints unchanged
@@ -207,9 +207,9 @@ def test_text_decoder_gru_stays_in_training_mode_and_computes_the_same():
     assert decoder.gru.training and not decoder.readout.training
     _, y = batch(net, 3)
     h = torch.randn(3, net.hidden)
-    logits = decoder.logits(h, y)
+    logits = decoder(h, y)
     nn.Module.train(decoder.gru, False)  # a plain GRU's eval mode
-    assert torch.equal(decoder.logits(h, y), logits)
+    assert torch.equal(decoder(h, y), logits)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.blocks import PRECISIONS
 from models.jmvae import JMVAEConfig
 from models.vlvae import VLVAEConfig
 
@@ -36,6 +37,7 @@ class TrainConfig:
     keep_checkpoints: int = 3    # the latest checkpoints kept in the run directory; 0 keeps every one
     skip_bad_steps: bool = False  # skip (and count) steps with a non-finite loss or gradient instead of stopping
     compile: bool = False        # torch.compile the networks' blocks (models.blocks.compile_blocks) before training
+    precision: str = "fp32"      # what the networks' blocks compute in (models.blocks.PRECISIONS); the rest is fp32
     clip_grad_norm: float | None = None  # rescale the gradient to at most this norm before each step (None: never)
     num_flows: int = 6           # coupling flows in q(z|y) and q(z); 0 makes q(z|y) Gaussian
     text_true_weighted: bool = False  # Eq. 3 with the text likelihood weight y_weight (an option)
@@ -57,6 +59,8 @@ def check_train(t: TrainConfig) -> None:
                              f"--{name.replace('_', '-')} >= 0")
     if t.lr_decay not in LR_DECAYS:
         raise ValueError(f"unknown lr_decay {t.lr_decay!r}; choose one of {', '.join(LR_DECAYS)}")
+    if t.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {t.precision!r}; choose one of {', '.join(PRECISIONS)}")
     if t.clip_grad_norm is not None and not t.clip_grad_norm > 0:
         raise ValueError(f"clip_grad_norm must be positive, got {t.clip_grad_norm}; pass --clip-grad-norm > 0")
 

@@ -7,6 +7,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 
 import numpy as np
 import pyro
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 
 from datasets.loader import BatchLoader
 from datasets.registry import make_dataset
-from models.blocks import compile_blocks
+from models.blocks import compile_blocks, set_precision
 from training import distributed, samples
 from training.config import RunConfig, resolve
 from training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
@@ -34,6 +35,12 @@ def pick_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("--device cuda was asked for but CUDA is not available here; use --device cpu or auto")
     return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (AVX-512 BF16 or AMX tiles)."""
+    return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported",
+                                                                        "_is_amx_tile_supported"))
 
 
 def load_base(components: Components, base: RunDir) -> None:
@@ -102,9 +109,13 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
             _save_base(components, run, base)
     components.to(device)
     components.freeze()
-    if config.train.compile:
-        for m in components.modules():
+    for m in components.modules():
+        set_precision(m, config.train.precision)
+        if config.train.compile:
             compile_blocks(m)
+    if config.train.precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        warnings.warn("this CPU has no bf16 units (AVX-512 BF16 or AMX): --precision bf16 is emulated here, about "
+                      "9x slower than fp32 on the cpu preset's VLVAE step (bench/bench_step.py --precision bf16)")
     params = [p for m in components.trained().values() for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.train.lr)
     start = 0
@@ -127,7 +138,7 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
 # for a run that diverged (see ``_fit``). With --lr-decay cosine a new length stretches the rest
 # of the schedule.
 RESUMABLE_CHANGES = ("steps", "guide_steps", "checkpoint_every", "keep_checkpoints", "lr", "skip_bad_steps", "compile",
-                     "clip_grad_norm")
+                     "precision", "clip_grad_norm")
 RESUMABLE_FLAGS = ", ".join("--" + name.replace("_", "-") for name in RESUMABLE_CHANGES)
 
 
@@ -179,7 +190,9 @@ class _StopSignals:
 
 
 def _finite_gradients(params) -> bool:
-    return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
+    """Whether every gradient is finite, read in one device sync (a NaN or inf makes its tensor's norm one)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
 
 
 def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fixed, start: int,
