@@ -3,7 +3,7 @@
 # the base VLVAE (trained if missing), q_True, q_Agg, the learned prior and the text-weighted
 # q_True (--text-true-weighted) with 3 seeds each, then run/evaluate.py twice (the tables; the
 # weighted q_True in Table 1's place). The evaluations use 200 validation pairs, K = 50, and
-# q(z|x) semi-amortised by 25 refinement steps (ceiling and proposal), as in the README.
+# q(z|x) semi-amortised by 25 refinement steps (ceiling and proposal), as in docs/reproduction.md.
 # Usage: bash run/reproduce_vlvae.sh [preset] [extra svi.py flags...]
 set -euo pipefail
 preset="${1:-cpu}"

@@ -158,7 +158,7 @@ def test_base_of_another_vocabulary_is_refused(tmp_path, tiny_base_run):
 @pytest.mark.parametrize("script", ["svi", "evaluate"])
 def test_subnormals_are_flushed_on_every_thread(script):
     """run/<script>.py flushes subnormal floats before its first parallel op, so that the intra-op
-    worker threads, made later, inherit it (Adam's state otherwise slows later epochs, DESIGN.md 7).
+    worker threads, made later, inherit it (Adam's state otherwise slows later epochs; docs/design.md, "The training loop").
     Importing the script must not start the thread pool first: then half the result stays subnormal."""
     code = (f"import importlib.util, sys, torch; torch.set_num_threads(2); sys.path.insert(0, {str(ROOT)!r}); "
             f"spec = importlib.util.spec_from_file_location('cli', {str(ROOT / 'run' / (script + '.py'))!r}); "

@@ -113,7 +113,7 @@ def _cpu() -> RunConfig:
     11k steps with the rate cut tenfold for the last 10% (worth 2-3 points of the ceiling): about
     92% of the object words from the mean of q(z|x), 96-97% with it refined per image
     (``guides.semi_amortised``). q_Agg needs its 6k steps: at 2k it was only 2 points above q_True
-    in correctness, at 6k 16 (README, "Results")."""
+    in correctness, at 6k 16 (docs/reproduction.md)."""
     return RunConfig(
         preset="cpu",
         data=DataConfig(image_size=64, num_train=20_000, num_val=2_000),
