@@ -23,6 +23,11 @@ tens of times slower than 1; ``OMP_WAIT_POLICY=PASSIVE`` in the environment avoi
     python bench/bench_epoch.py                         # 3 epochs each, 2 threads, flushing
     python bench/bench_epoch.py --no-flush-denormal     # the same with subnormals
     python bench/bench_epoch.py --epochs 2 --threads 1
+    python bench/bench_epoch.py --compile               # both with their blocks compiled (run/svi.py --compile)
+    python bench/bench_epoch.py --precision bf16        # both with bf16 blocks (run/svi.py --precision bf16)
+
+``--compile`` and ``--precision`` act on the networks, which both implementations share in kind (each
+has its copy), so the ratio stays like for like; the epochs compare with a run without them.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ import torch  # noqa: E402
 from bench_step import plain_jmvae_loss  # noqa: E402
 from datasets.loader import BatchLoader  # noqa: E402
 from datasets.registry import make_dataset  # noqa: E402
+from models.blocks import PRECISIONS, compile_blocks, set_precision  # noqa: E402
 from training.config import preset, resolve  # noqa: E402
 from training.schemes import build, warmup  # noqa: E402
 from output import write_json  # noqa: E402
@@ -64,6 +70,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument("--no-flush-denormal", action="store_true",
                    help="leave subnormal floats on (default: torch.set_flush_denormal(True) before the first op)")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="what the networks' blocks compute in, for both (default fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile both copies' blocks (compiled in epoch 1)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.epochs < 2:
@@ -77,6 +86,11 @@ def main(argv=None):
     torch.manual_seed(t.seed)
     zoo = build(config)
     implementations = {"zoo": zoo, "plain": copy.deepcopy(zoo)}  # the same initial networks
+    for c in implementations.values():
+        for m in c.modules():
+            set_precision(m, args.precision)
+            if args.compile:
+                compile_blocks(m)
     optimizers = {name: torch.optim.Adam([q for m in c.trained().values() for q in m.parameters()], lr=t.lr)
                   for name, c in implementations.items()}
     loader = BatchLoader(make_dataset(config.data, "train"), t.batch_size, seed=t.seed)
@@ -99,6 +113,7 @@ def main(argv=None):
 
     print(f"JMVAE-kl on MNIST, paper MLPs, batch {t.batch_size}, {loader.steps_per_epoch} steps an epoch; "
           f"torch threads {torch.get_num_threads()}, flush denormal {'on' if flush else 'off'}, "
+          f"precision {args.precision}, compiled {'yes' if args.compile else 'no'}, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     seconds = {name: [] for name in implementations}
     for e in range(args.epochs):
@@ -112,6 +127,7 @@ def main(argv=None):
     for name, s in seconds.items():
         print(f"{name}: later / first epoch {later[name] / s[0]:.3f}")
     result = {"threads": torch.get_num_threads(), "flush_denormal": flush, "epochs": args.epochs,
+              "precision": args.precision, "compile": args.compile,
               "zoo_epoch_s": [round(s, 1) for s in seconds["zoo"]],
               "plain_epoch_s": [round(s, 1) for s in seconds["plain"]], "ratio": round(ratio, 3),
               "zoo_later_over_first": round(later["zoo"] / seconds["zoo"][0], 3),

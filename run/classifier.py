@@ -18,11 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from datasets.cache import default_root  # noqa: E402
+from datasets.registry import describe  # noqa: E402
+from datasets.render import check_image_size  # noqa: E402
 from metrics.correctness import (CLASSIFIERS, CONFIG_FILE, ClassifierConfig, default_classifier_dir,  # noqa: E402
                                  save_classifier, train_classifier)
 from training.config import DataConfig  # noqa: E402
-from training.rundir import RunError  # noqa: E402
-from training.trainer import pick_device  # noqa: E402
+from training.rundir import (REPORTED_ERRORS, RunError, check_count, check_finite, check_folder,  # noqa: E402
+                             check_seed, error_message, parse_device)
 
 DEFAULTS = ClassifierConfig()
 SUMMARY_LABELS = {"word": "mean over slots", "all": "every slot right"}
@@ -60,6 +63,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args, data: DataConfig, config: ClassifierConfig, out: Path):
+    """Every flag, --out and the data root, before any image is rendered or step taken: the device."""
+    if args.blur < 0:
+        raise ValueError(f"--blur must not be negative, got {args.blur}; pass 0 (no blur) or a sigma in pixels")
+    check_folder(out, "--out")
+    if (out / CONFIG_FILE).exists() and not args.overwrite:
+        raise RunError(f"{out} already holds a classifier; pass --overwrite to replace it or choose another --out")
+    for name in ("steps", "batch_size", "channels", "num_train", "num_val"):
+        check_count(getattr(args, name), "--" + name.replace("_", "-"))
+    for name in ("lr", "blur"):
+        check_finite(getattr(args, name), "--" + name)
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}; pass --lr > 0")
+    check_seed(args.seed)
+    describe(data)  # the dataset's fixed image size
+    if args.dataset == "two_objects":
+        check_image_size(args.image_size)
+        if args.batch_size > args.num_train:
+            raise ValueError(f"--batch-size {args.batch_size} is more than the {args.num_train} training images; use "
+                             f"a smaller --batch-size or more --num-train")
+    CLASSIFIERS[args.dataset](args.image_size, config)  # its networks fit the image size (a ValueError if not)
+    check_folder(data.root or default_root(), "--data-root", writable=False)
+    return parse_device(args.device)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     data = DataConfig(name=args.dataset, image_size=args.image_size, num_train=args.num_train,
@@ -68,15 +96,11 @@ def main(argv=None) -> int:
                               seed=args.seed, blur=args.blur)
     out = Path(args.out) if args.out else default_classifier_dir(data)
     try:
-        if args.blur < 0:
-            raise ValueError(f"--blur must not be negative, got {args.blur}; pass 0 (no blur) or a sigma in pixels")
-        if (out / CONFIG_FILE).exists() and not args.overwrite:
-            raise RunError(f"{out} already holds a classifier; pass --overwrite to replace it or choose another --out")
-        device = pick_device(args.device)
+        device = check_args(args, data, config, out)
         classifier = train_classifier(data, config, device, progress=not args.no_progress)
         save_classifier(classifier, out)
-    except (RunError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except REPORTED_ERRORS as e:  # a bad flag or folder; an OS error; a corrupt data file
+        print(f"error: {error_message(e, data.root or default_root())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing saved", file=sys.stderr)

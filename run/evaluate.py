@@ -29,13 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
+from datasets.cache import default_root  # noqa: E402
 from datasets.registry import make_dataset  # noqa: E402
 from evaluation import jmvae as jmvae_report  # noqa: E402
 from evaluation.report import (aggregate, ceiling_curve_markdown, ceiling_row, markdown, prior_row,  # noqa: E402
                                semi_amortised, text_guide_row, validation_batches)
-from metrics.correctness import get_or_train_classifier  # noqa: E402
-from training.rundir import RunDir, RunError, atomic_write_text  # noqa: E402
-from training.trainer import load_run, pick_device  # noqa: E402
+from metrics.correctness import CONFIG_FILE, default_classifier_dir, get_or_train_classifier  # noqa: E402
+from training.rundir import (REPORTED_ERRORS, RunDir, RunError, atomic_write_text, check_count,  # noqa: E402
+                            check_folder, check_seed, error_message, parse_device)
+from training.trainer import load_run  # noqa: E402
 
 
 # Per model: test points and importance samples when --num-points and --particles are not given.
@@ -75,27 +77,71 @@ def parser() -> argparse.ArgumentParser:
 
 
 
-def evaluate(args) -> dict:
+VLVAE_FLAGS = ("base", "text_true", "text_agg", "prior", "ceiling_only", "classifier")  # what --model jmvae leaves out
+RESULTS = ("results.json", "tables.md")
+
+
+def check_args(args) -> torch.device:
+    """Every flag and --out, before any run is loaded, classifier trained or image rendered: the device."""
     for name, value in DEFAULTS[args.model].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.model == "jmvae":
         if args.refine_steps:
             raise RunError("--refine-steps refines the VLVAE's q(z|x); leave it out with --model jmvae")
-        return evaluate_jmvae(args)
+        given = [name for name in VLVAE_FLAGS if getattr(args, name)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise RunError(f"{flag} is for the VLVAE's tables; leave it out with --model jmvae, or drop --model jmvae")
+    else:
+        if args.runs:
+            raise RunError("--runs is for --model jmvae; give the VLVAE run with --base, its text guides with "
+                           "--text-true and --text-agg, its learned priors with --prior")
+        if args.ceiling_only and (args.text_true or args.text_agg or args.prior):
+            raise RunError("--ceiling-only evaluates --base alone; leave out --text-true, --text-agg and --prior")
+    check_count(args.refine_steps, "--refine-steps", 0)
+    for name in ("num_points", "particles", "chunk", "batch_size"):
+        check_count(getattr(args, name), "--" + name.replace("_", "-"))
+    check_seed(args.seed)
+    device = parse_device(args.device)
+    out = check_folder(args.out, "--out")
+    for name in RESULTS:
+        if (out / name).is_dir():
+            raise RunError(f"{out / name} is a folder; move it away or choose another --out")
+    if (out / "results.json").exists() and not args.overwrite:
+        raise RunError(f"{out} already holds results; pass --overwrite to replace them or choose another --out")
+    return device
+
+
+def check_data_and_classifier(data, args, run) -> None:
+    """The data root of ``run``'s data and the classifier folder, before a classifier is trained there."""
+    check_folder(data.root or default_root(), f"the data root of {run}", writable=False)
+    if args.model == "jmvae":
+        return
+    path = Path(args.classifier) if args.classifier else default_classifier_dir(data)
+    held = path / CONFIG_FILE
+    check_folder(path, "--classifier", writable=not held.exists())
+    if held.exists() and not held.is_file():
+        raise RunError(f"{held} is a folder, not a classifier description; delete {path} and train one again "
+                       f"(run/classifier.py), or pass another --classifier")
+
+
+def evaluate(args, device) -> dict:
+    if args.model == "jmvae":
+        return evaluate_jmvae(args, device)
     if args.base is None:
         raise RunError("give the trained VLVAE run with --base (or --model jmvae --runs ...)")
-    if args.refine_steps < 0:
-        raise RunError(f"--refine-steps must not be negative, got {args.refine_steps}")
     if args.ceiling_only:
-        return evaluate_ceiling(args)
-    device = pick_device(args.device)
+        return evaluate_ceiling(args, device)
 
     def load(path):
         components = load_run(path, device)
         return semi_amortised(components, args.refine_steps) if args.refine_steps else components
 
     base = load(args.base)
+    if (base.config.model, base.config.guide) != ("vlvae", "image"):
+        raise RunError(f"{args.base} is a {base.config.model} {base.config.guide} run; --base takes a VLVAE base "
+                       f"run (--guide image)")
     data = base.config.data
     runs = {"text_true": args.text_true, "text_agg": args.text_agg, "prior_agg": args.prior}
     loaded = {kind: [load(path) for path in paths] for kind, paths in runs.items()}
@@ -105,6 +151,7 @@ def evaluate(args) -> dict:
                 raise RunError(f"{path} is a {c.config.guide} run, given as --{kind.replace('_', '-')}")
             if c.config.data != data:
                 raise RunError(f"{path} was trained on other data than the base run {args.base}")
+    check_data_and_classifier(data, args, args.base)
     classifier = get_or_train_classifier(data, args.classifier, device)
     batches = list(validation_batches(make_dataset(data, "val"), args.num_points, args.batch_size, device))
 
@@ -134,9 +181,8 @@ def evaluate(args) -> dict:
     return results
 
 
-def evaluate_ceiling(args) -> dict:
+def evaluate_ceiling(args, device) -> dict:
     """The ceiling, overall and per word, at each checkpoint kept in --base."""
-    device = pick_device(args.device)
     run = RunDir(args.base)
     config, steps = run.config(), run.checkpoint_steps()
     if (config.model, config.guide) != ("vlvae", "image"):
@@ -144,6 +190,9 @@ def evaluate_ceiling(args) -> dict:
                        f"(--guide image)")
     if not steps:
         raise RunError(f"{args.base} has no checkpoint to evaluate; train it first")
+    for step in steps:  # every checkpoint loads into the networks before the long work starts
+        load_run(args.base, "cpu", step)
+    check_data_and_classifier(config.data, args, args.base)
     classifier = get_or_train_classifier(config.data, args.classifier, device)
     batches = list(validation_batches(make_dataset(config.data, "val"), args.num_points, args.batch_size, device))
 
@@ -163,10 +212,9 @@ def evaluate_ceiling(args) -> dict:
     }
 
 
-def evaluate_jmvae(args) -> dict:
+def evaluate_jmvae(args, device) -> dict:
     if not args.runs:
         raise RunError("give the JMVAE runs to evaluate with --runs")
-    device = pick_device(args.device)
     loaded = {}  # row name -> components; every run is checked before any is evaluated
     for path in args.runs:
         c = load_run(path, device)
@@ -179,6 +227,7 @@ def evaluate_jmvae(args) -> dict:
             raise RunError(f"{path} is a second {name} run; give one run per row")
         loaded[name] = c
     config = next(iter(loaded.values())).config
+    check_data_and_classifier(config.data, args, args.runs[0])
     batches = list(validation_batches(make_dataset(config.data, "val"), args.num_points, args.batch_size, device))
     rows = {}
     for name, c in loaded.items():
@@ -197,19 +246,20 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     out = Path(args.out)
     try:
-        if (out / "results.json").exists() and not args.overwrite:
-            raise RunError(f"{out} already holds results; pass --overwrite to replace them or choose another --out")
-        results = evaluate(args)
-    except (RunError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        results = evaluate(args, check_args(args))
+        if args.model == "jmvae":
+            table = jmvae_report.markdown(results)
+        else:
+            table = ceiling_curve_markdown(results) if args.ceiling_only else markdown(results)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+        atomic_write_text(out / "tables.md", table)
+    except KeyboardInterrupt:
+        print(f"interrupted; nothing written to {out}", file=sys.stderr)
+        return 130
+    except REPORTED_ERRORS as e:  # a bad flag, run or file; an OS error; a corrupt data file
+        print(f"error: {error_message(e)}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-    if args.model == "jmvae":
-        table = jmvae_report.markdown(results)
-    else:
-        table = ceiling_curve_markdown(results) if args.ceiling_only else markdown(results)
-    atomic_write_text(out / "tables.md", table)
     print(table)
     print(f"wrote {out / 'results.json'} and {out / 'tables.md'}")
     return 0

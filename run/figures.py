@@ -29,10 +29,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 
 from evaluation import figures  # noqa: E402
-from training.rundir import RunError  # noqa: E402
-from training.trainer import pick_device  # noqa: E402
+from training.rundir import (REPORTED_ERRORS, RunDir, RunError, check_count, check_output_file,  # noqa: E402
+                            check_seed, error_message, parse_device)
+
+IMAGE_TYPES = tuple(FigureCanvasBase.get_supported_filetypes())  # what --out may end in: png, pdf, svg, ...
+COUNTS = ("resolution", "max_texts", "num", "num_texts", "num_samples")  # each figure's flags of these: >= 1
+RUNS = ("run", "text_runs", "joint_run", "marginal_run")  # each figure's run directories
+TEXT_GUIDES = ("text_true", "text_agg")  # the runs with a q(z|y)
 
 
 def _latent(args, device):
@@ -108,15 +114,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args) -> torch.device:
+    """Every flag, --out and the runs' settings, before any run is loaded or image rendered: the device."""
+    for name in COUNTS:
+        check_count(getattr(args, name, None), "--" + name.replace("_", "-"))
+    check_seed(args.seed)
+    check_output_file(args.out, "--out", args.overwrite, IMAGE_TYPES)
+    device = parse_device(args.device)
+    for name in RUNS:
+        paths = getattr(args, name, None)
+        for path in [paths] if isinstance(paths, str) else paths or []:
+            config = RunDir(path).config()
+            if config.model != "vlvae":
+                raise RunError(f"{path} is a {config.model} run; the figures draw VLVAE runs")
+            if name == "text_runs" and config.guide not in TEXT_GUIDES:
+                raise RunError(f"{path} is a {config.guide} run, which has no q(z|y); give {' or '.join(TEXT_GUIDES)} "
+                               f"runs")
+    return device
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        if Path(args.out).exists() and not args.overwrite:
-            raise RunError(f"{args.out} exists; pass --overwrite to replace it or choose another --out")
+        device = check_args(args)
         torch.manual_seed(args.seed)
-        path = args.draw(args, pick_device(args.device))
-    except (RunError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        path = args.draw(args, device)
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.out} not written", file=sys.stderr)
+        return 130
+    except REPORTED_ERRORS as e:  # a bad flag, run or file; an OS error; a corrupt data file
+        print(f"error: {error_message(e)}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
     return 0

@@ -27,15 +27,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from datasets.cache import default_root  # noqa: E402
 from datasets.registry import DATASETS  # noqa: E402
+from datasets.render import check_image_size  # noqa: E402
 from models.blocks import PRECISIONS  # noqa: E402
 from training import distributed  # noqa: E402
 from training.config import LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
-from training.rundir import RunDir, RunError  # noqa: E402
+from training.rundir import (REPORTED_ERRORS, RunDir, RunError, check_finite, check_folder, check_seed,  # noqa: E402
+                            error_message, load_file, parse_device)
 from training.schemes import MODELS, SCHEMES, schemes_of  # noqa: E402
-from training.trainer import RESUMABLE_FLAGS, Interrupted, pick_device, train  # noqa: E402
+from training.trainer import RESUMABLE_FLAGS, Interrupted, train  # noqa: E402
 
 DEFAULTS = {"vlvae": ("image", "two_objects"), "jmvae": ("kl", "mnist")}  # model -> (guide, dataset)
+RENDERED = ("two_objects", "single_object")  # the datasets made here, of any size and number of images
 
 
 def parser() -> argparse.ArgumentParser:
@@ -146,7 +150,63 @@ def make_config(args, device) -> RunConfig:
     config.train.compile = args.compile
     config.train.clip_grad_norm = args.clip_grad_norm
     check_train(config.train)
+    check_data(config)
+    for flag in ("lr", "x_weight", "y_weight", "alpha", "clip_grad_norm"):
+        check_finite(getattr(args, flag), "--" + flag.replace("_", "-"))
+    check_seed(config.train.seed)
     return config
+
+
+def check_data(config: RunConfig) -> None:
+    """The data settings, before any network is built or image rendered (a rendered dataset checks them
+    again, but only once the training set is made)."""
+    data = config.data
+    if data.name not in RENDERED:
+        return
+    check_image_size(data.image_size)
+    for name in ("num_train", "num_val"):
+        if getattr(data, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(data, name)}; pass "
+                             f"--{name.replace('_', '-')} > 0")
+    if config.train.batch_size > data.num_train:
+        raise ValueError(f"the dataset has {data.num_train} items, fewer than one batch of "
+                         f"{config.train.batch_size}; use a smaller --batch-size or more data (--num-train)")
+
+
+def base_dir(config: RunConfig, args) -> Path:
+    """The base run of a text guide or the prior: --base, or the default name of one."""
+    return Path(args.base or f"runs/{config.model}-{SCHEMES[config.guide].base}-{config.preset}")
+
+
+def check_run_dirs(config: RunConfig, out: Path, args) -> None:
+    """The run directory, its base and the data root, before any data is made or a network trained:
+    a run to resume must be whole (config, metrics, last checkpoint), one to start must be new."""
+    check_folder(out, "--out")
+    run = RunDir(out)
+    if args.resume:
+        run.check()
+        stored = run.config()
+        if (stored.model, stored.guide) != (config.model, config.guide):
+            raise RunError(f"{out} is a {stored.model} {stored.guide} run; resume it with --model {stored.model} "
+                           f"--guide {stored.guide} (and the flags it was started with)")
+        if run.checkpoint_paths():
+            run.latest_checkpoint()
+        if run.base_path.exists():
+            load_file(run.base_path, "base weights")
+    else:
+        run.check_fresh()
+    scheme = SCHEMES[config.guide]
+    if scheme.base:
+        base = RunDir(check_folder(base_dir(config, args), "--base"))
+        if base.exists():
+            base.check()
+            if base.config().guide != scheme.base:
+                raise RunError(f"base run {base.path} trained guide {base.config().guide!r}; text guides and the "
+                               f"prior need a base trained with --guide {scheme.base}")
+    elif args.base is not None:
+        raise RunError(f"--base is the trained run a text guide or the prior is fitted to; --guide {config.guide} "
+                       f"trains its own model, so leave --base out")
+    check_folder(config.data.root or default_root(), "--data-root", writable=False)
 
 
 def run_training(config: RunConfig, out: Path, args, device) -> None:
@@ -156,7 +216,7 @@ def run_training(config: RunConfig, out: Path, args, device) -> None:
     if scheme.base:
         base_config = copy.deepcopy(config)
         base_config.guide, base_config.base_run = scheme.base, None
-        base_out = Path(args.base or f"runs/{config.model}-{scheme.base}-{config.preset}")
+        base_out = base_dir(config, args)
         base = RunDir(base_out)
         finished = base.exists() and base.checkpoint_paths() and \
             base.latest_checkpoint()["step"] >= base.config().num_steps
@@ -184,18 +244,26 @@ def run_training(config: RunConfig, out: Path, args, device) -> None:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    config = None
     try:
-        device = distributed.setup(args.device) if distributed.launched() else pick_device(args.device)
+        device = parse_device(args.device)  # every name is checked, under torchrun too
+        if distributed.launched():
+            device = distributed.setup(args.device)
         config = make_config(args, device)
         out = Path(args.out or f"runs/{config.model}-{config.guide}-{config.preset}")
+        check_run_dirs(config, out, args)
         run_training(config, out, args, device)
     except Interrupted as e:  # all ranks agreed on it: rank 0 says it
         if distributed.is_main():
             print(f"interrupted: {e}", file=sys.stderr)
         return 130
-    except (RunError, ValueError, FileNotFoundError) as e:
+    except KeyboardInterrupt:  # before training started (rendering data, say): no checkpoint to write
+        print("interrupted before training started; run the command again", file=sys.stderr)
+        return 130
+    except REPORTED_ERRORS as e:  # a bad flag, file or folder; an OS error; a corrupt data file
         rank = distributed.context().rank
-        print(f"error{f' (rank {rank})' if rank else ''}: {e}", file=sys.stderr)
+        line = error_message(e, config and (config.data.root or default_root()))
+        print(f"error{f' (rank {rank})' if rank else ''}: {line}", file=sys.stderr)
         return 2
     finally:
         distributed.cleanup()
