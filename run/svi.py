@@ -8,9 +8,12 @@
     python run/svi.py --model jmvae --guide zero --dataset mnist  # JMVAE-zero
     python run/svi.py --model jmvae --guide vae --dataset mnist   # the image-only VAE baseline
 
-Text guides and the prior are fitted to a trained VLVAE (``--base``); if that run does not
-exist yet it is trained first. Every run writes a run directory (config.json, checkpoints,
-metrics.jsonl, sample grids) that ``training.trainer.load_run`` loads back in one call.
+Text guides and the prior are fitted to a trained VLVAE (``--base``); if that run is not
+trained to the end yet, the command trains it first (phase 1 of 2), then the guide (phase 2).
+Stopped with Ctrl-C or SIGTERM, it checkpoints and prints the command that continues it (the
+same with ``--resume``), which finishes whatever phase was stopped and starts those after it.
+Every run writes a run directory (config.json, checkpoints, metrics.jsonl, sample grids) that
+``training.trainer.load_run`` loads back in one call.
 
 Data parallel on N GPUs (or N CPU processes with gloo): ``torchrun --nproc_per_node=N run/svi.py ...``;
 --batch-size is then per process (see training/distributed.py).
@@ -18,8 +21,14 @@ Data parallel on N GPUs (or N CPU processes with gloo): ``torchrun --nproc_per_n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import os
+import shlex
+import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,7 +41,7 @@ from datasets.registry import DATASETS  # noqa: E402
 from datasets.render import check_image_size  # noqa: E402
 from models.blocks import PRECISIONS  # noqa: E402
 from training import distributed  # noqa: E402
-from training.config import LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
+from training.config import FROZEN_MODEL_GUIDES, LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
 from training.rundir import (REPORTED_ERRORS, RunDir, RunError, check_finite, check_folder, check_seed,  # noqa: E402
                             error_message, load_file, parse_device)
 from training.schemes import MODELS, SCHEMES, schemes_of  # noqa: E402
@@ -106,11 +115,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed for initialisation and batch order (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--out", help="run directory to write (default runs/<model>-<guide>-<preset>)")
-    p.add_argument("--base", help="trained VLVAE run for text guides and the prior "
-                                  "(default runs/<model>-image-<preset>; trained first if missing)")
-    p.add_argument("--no-train-base", action="store_true", help="fail instead of training a missing base run")
-    p.add_argument("--resume", action="store_true", help=f"continue the run in --out from its last checkpoint; only "
-                                                          f"{RESUMABLE_FLAGS} may differ from the run's settings")
+    p.add_argument("--base", help="trained VLVAE run for text guides and the prior (default "
+                                  "runs/<model>-image-<preset>; trained first if missing, finished first if "
+                                  "partly trained)")
+    p.add_argument("--no-train-base", action="store_true",
+                   help="fail instead of training a missing or partly trained base run")
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue a stopped command: the run in --out (and a text guide's base) from its last "
+                        f"checkpoint, and a run not started yet (a text guide's, when its base was stopped) from the "
+                        f"start; a run trained to the end is left as it is. Only {RESUMABLE_FLAGS} may differ from "
+                        f"the run's settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -178,87 +192,289 @@ def base_dir(config: RunConfig, args) -> Path:
     return Path(args.base or f"runs/{config.model}-{SCHEMES[config.guide].base}-{config.preset}")
 
 
-def check_run_dirs(config: RunConfig, out: Path, args) -> None:
-    """The run directory, its base and the data root, before any data is made or a network trained:
-    a run to resume must be whole (config, metrics, last checkpoint), one to start must be new."""
+# Seconds per step of the main command's two phases with the cpu preset on 2 CPU cores, as measured
+# (docs/training.md: the base VLVAE about 95 minutes for 11k steps, q_Agg about 13 for 6k): the only
+# runs whose time the command estimates.
+MEASURED_SECONDS_PER_STEP = {("cpu", "image"): 95 * 60 / 11_000, ("cpu", "text_agg"): 13 * 60 / 6_000}
+TITLES = {"text_true": "q_True", "text_agg": "q_Agg", "prior_agg": "learned prior q(z)"}  # phase 2 of each
+
+
+class Phase:
+    """One run of the command: the base VLVAE a text guide or the prior needs (phase 1 of 2), or the
+    run in --out. ``action`` is train (a new run), resume (from the checkpoint of step ``start``)
+    or done (nothing to train; ``note`` says why). (A plain class: tests load this script without a
+    module entry, which dataclasses need.)"""
+
+    def __init__(self, config: RunConfig, run: RunDir, title: str, action: str, start: int = 0,
+                 base: RunDir | None = None, note: str = ""):
+        self.config, self.run, self.title, self.action = config, run, title, action
+        self.start, self.base, self.note = start, base, note
+        self.number = self.total = 1  # its place in the command, once planned
+        self.seconds = None  # how long it trained, once it has
+
+    @property
+    def label(self) -> str:
+        """What the progress bar and every line about the phase call it."""
+        where = f"{self.title} -> {self.run.path}"
+        return f"phase {self.number}/{self.total}: {where}" if self.total > 1 else where
+
+
+def plan(config: RunConfig, out: Path, args) -> list[Phase]:
+    """The runs this command trains, in order, each checked before any data is made or a network
+    trained: a run to start must be new; one to resume whole (config, metrics, last checkpoint).
+
+    With --resume, what has not started yet starts: the base VLVAE of a text guide or the prior is
+    resumed if partly trained and reused if trained to the end (or not needed when the run in --out
+    holds its weights already), and a missing run in --out is made. Only where nothing of the
+    command exists is there nothing to resume.
+    """
     check_folder(out, "--out")
-    run = RunDir(out)
-    if args.resume:
-        run.check()
-        stored = run.config()
-        if (stored.model, stored.guide) != (config.model, config.guide):
-            raise RunError(f"{out} is a {stored.model} {stored.guide} run; resume it with --model {stored.model} "
-                           f"--guide {stored.guide} (and the flags it was started with)")
-        if run.checkpoint_paths():
-            run.latest_checkpoint()
-        if run.base_path.exists():
-            load_file(run.base_path, "base weights")
-    else:
-        run.check_fresh()
+    final = RunDir(out)
+    resumed = args.resume and final.exists()
+    if resumed:
+        latest = check_resumable(final, config)
+    elif not args.resume:
+        final.check_fresh()
     scheme = SCHEMES[config.guide]
+    phases = []
     if scheme.base:
-        base = RunDir(check_folder(base_dir(config, args), "--base"))
-        if base.exists():
-            base.check()
-            if base.config().guide != scheme.base:
-                raise RunError(f"base run {base.path} trained guide {base.config().guide!r}; text guides and the "
-                               f"prior need a base trained with --guide {scheme.base}")
+        phases.append(base_phase(config, args, final if resumed else None))
     elif args.base is not None:
         raise RunError(f"--base is the trained run a text guide or the prior is fitted to; --guide {config.guide} "
                        f"trains its own model, so leave --base out")
+    if args.resume and not resumed and not (phases and phases[0].run.exists()):
+        where = f"{out} is not a run directory (no config.json)" + (
+            f", nor is its base {phases[0].run.path}" if phases else "")
+        raise RunError(f"{where}: nothing to resume; start it with: {command_line(args.argv, resume=False)}")
+    title = TITLES.get(config.guide, f"{config.model}/{config.guide}") + (f" ({config.guide})" if phases else "")
+    if not resumed:
+        phases.append(Phase(config, final, title, "train", base=phases[0].run if phases else None))
+    elif latest >= config.num_steps:
+        phases.append(Phase(config, final, title, "done", latest, note=f"trained to step {latest}"))
+    else:
+        phases.append(Phase(config, final, title, "resume", latest, base=phases[0].run if phases else None))
+    for number, phase in enumerate(phases, 1):
+        phase.number, phase.total = number, len(phases)
     check_folder(config.data.root or default_root(), "--data-root", writable=False)
+    return phases
 
 
-def run_training(config: RunConfig, out: Path, args, device) -> None:
-    run = RunDir(out)
-    base = None
+def check_resumable(run: RunDir, config: RunConfig) -> int:
+    """The step of the last checkpoint of ``run`` (0 if none yet), once it is checked whole and of ``config``'s
+    scheme."""
+    run.check()
+    stored = run.config()
+    if (stored.model, stored.guide) != (config.model, config.guide):
+        raise RunError(f"{run.path} is a {stored.model} {stored.guide} run; resume it with --model {stored.model} "
+                       f"--guide {stored.guide} (and the flags it was started with)")
+    latest = run.latest_checkpoint()["step"] if run.checkpoint_paths() else 0
+    if run.base_path.exists():
+        load_file(run.base_path, "base weights")
+    return latest
+
+
+def base_phase(config: RunConfig, args, final: RunDir | None) -> Phase:
+    """Phase 1 of a text guide or the prior: its base VLVAE, trained, resumed or reused. Not needed when the
+    run it is resumed for (``final``) holds the base weights already. Sets ``config.base_run``."""
     scheme = SCHEMES[config.guide]
-    if scheme.base:
-        base_config = copy.deepcopy(config)
-        base_config.guide, base_config.base_run = scheme.base, None
-        base_out = base_dir(config, args)
-        base = RunDir(base_out)
-        finished = base.exists() and base.checkpoint_paths() and \
-            base.latest_checkpoint()["step"] >= base.config().num_steps
-        if not finished:
-            if args.no_train_base:
-                raise RunError(f"no trained base VLVAE in {base_out}; train one with "
-                               f"`python run/svi.py --model {config.model} --guide {scheme.base} --out {base_out}` "
-                               f"or drop --no-train-base")
-            if distributed.is_main():
-                print(f"no trained base VLVAE in {base_out}: {'resuming' if base.exists() else 'training'} it first")
-            train(base_config, base, device=device, resume=base.exists(), progress=not args.no_progress)
-        config.base_run = str(base_out.resolve())
-    started = time.time()
-    components = train(config, run, device=device, base=base, resume=args.resume, progress=not args.no_progress)
-    if not distributed.is_main():
-        return components
-    last = (run.metrics() or [{}])[-1]
-    print(f"\n{config.model}/{config.guide} ({config.preset} preset) trained {config.num_steps} steps "
-          f"in {time.time() - started:.0f} s on {device}")
-    print("last logged: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))
-    print(f"run directory: {run.path}  (samples in {run.samples}, load with "
-          f"training.trainer.load_run('{run.path}'))")
+    base_config = copy.deepcopy(config)
+    base_config.guide, base_config.base_run = scheme.base, None
+    base = RunDir(check_folder(base_dir(config, args), "--base"))
+    if base.exists():
+        base.check()
+        if base.config().guide != scheme.base:
+            raise RunError(f"base run {base.path} trained guide {base.config().guide!r}; text guides and the "
+                           f"prior need a base trained with --guide {scheme.base}")
+    config.base_run = str(base.path.resolve())
+    title = f"base {config.model.upper()} ({scheme.base})"
+    if final is not None and final.base_path.exists():  # its base is read no more: the steps from file names
+        latest = max(base.checkpoint_steps(), default=0) if base.exists() else 0
+        done = base.exists() and latest >= base.config().num_steps
+        return Phase(base_config, base, title, "done", latest, note=f"trained to step {latest}" if done else
+                     f"not needed: {final.path} holds the base weights it was fitted to")
+    latest = base.latest_checkpoint()["step"] if base.exists() and base.checkpoint_paths() else 0
+    if base.exists() and latest >= base.config().num_steps:
+        return Phase(base_config, base, title, "done", latest, note=f"trained to step {latest}, reused")
+    if args.no_train_base:
+        raise RunError(f"no trained base {config.model.upper()} in {base.path}"
+                       + (f" (its last checkpoint is step {latest} of {base.config().num_steps})" if base.exists()
+                          else "")
+                       + f"; train one with `python run/svi.py --model {config.model} --guide {scheme.base} --out "
+                         f"{base.path}{' --resume' if base.exists() else ''}` or drop --no-train-base")
+    return Phase(base_config, base, title, "resume" if base.exists() else "train", latest)
+
+
+def estimate(config: RunConfig, steps: int, device) -> str:
+    """About how long ``steps`` steps take, where measured: the main command's phases with the cpu preset
+    as it is (network, data, batch) on the CPU; otherwise nothing."""
+    rate = MEASURED_SECONDS_PER_STEP.get((config.preset, config.guide))
+    if rate is None or device.type != "cpu" or config.model != "vlvae" or config.data.name != "two_objects":
+        return ""
+    reference = preset(config.preset, config.data.name, config.model)
+    as_measured = (config.net == reference.net and config.data.image_size == reference.data.image_size
+                   and config.train.batch_size == reference.train.batch_size
+                   and config.train.num_flows == reference.train.num_flows and config.train.precision == "fp32")
+    minutes = rate * steps / 60
+    return f", about {minutes:.0f} minutes on 2 CPU cores as measured" if as_measured and minutes >= 1 else ""
+
+
+def announce(phases: list[Phase], device) -> None:
+    """Each phase up front: its run directory and what it trains."""
+    if len(phases) > 1:
+        print(f"this command trains in {len(phases)} phases, one after the other:")
+    for phase in phases:
+        steps = phase.config.num_steps
+        if phase.action == "done":
+            what = f"nothing to train ({phase.note})"
+        elif phase.action == "resume" and phase.start:
+            what = (f"resume from step {phase.start}: {steps - phase.start} of {steps} steps left"
+                    + estimate(phase.config, steps - phase.start, device))
+        elif phase.action == "resume":
+            what = f"start over (it has no checkpoint yet): {steps} steps" + estimate(phase.config, steps, device)
+        else:
+            what = f"train {steps} steps" + estimate(phase.config, steps, device)
+        print(("  " if len(phases) > 1 else "") + f"{phase.label}: {what}")
+
+
+def run_phases(phases: list[Phase], args, device):
+    """Train each phase that is not done, in order; the components of the last one."""
+    components = None
+    for phase in phases:
+        if phase.action == "done":
+            continue
+        started = time.time()
+        try:
+            components = train(phase.config, phase.run, device=device, base=phase.base,
+                               resume=phase.action == "resume", progress=not args.no_progress, label=phase.label)
+        except Interrupted as e:
+            e.phase = phase
+            raise
+        phase.seconds = time.time() - started
     return components
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    config = None
+def summarize(phases: list[Phase], device) -> None:
+    """What each phase did, the last logged values, and where the run is."""
+    final = phases[-1]
+    config = final.config
+    print(f"\n{config.model}/{config.guide} ({config.preset} preset) on {device}:")
+    for phase in phases:
+        steps = phase.config.num_steps
+        did = (f"trained steps {phase.start + 1}-{steps} in {phase.seconds:.0f} s" if phase.seconds is not None
+               else phase.note)
+        print(f"  {phase.label}: {did}")
+    last = (final.run.metrics() or [{}])[-1]
+    print("last logged: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))
+    print(f"run directory: {final.run.path}  (samples in {final.run.samples}, load with "
+          f"training.trainer.load_run('{final.run.path}'))")
+
+
+def nothing_to_train(phases: list[Phase]) -> str:
+    """The line that says a resumed command had nothing left to train, and what one may do instead."""
+    final = phases[-1]
+    flag = "--guide-steps" if final.config.guide in FROZEN_MODEL_GUIDES else "--steps"
+    runs = ", ".join(str(phase.run.path) for phase in phases if phase.run.exists())
+    return (f"nothing to train: {'every phase' if len(phases) > 1 else 'the run'} is trained to the end ({runs}); "
+            f"load {final.run.path} with training.trainer.load_run('{final.run.path}'), or train it longer with "
+            f"--resume and a larger {flag}")
+
+
+def python_name() -> str:
+    """How the user called this Python: ``python`` or ``python3`` where that is the one on the PATH, else
+    its full path."""
+    here = os.path.abspath(sys.executable)
+    for name in ("python", "python3"):
+        found = shutil.which(name)
+        if found and os.path.abspath(found) == here:
+            return name
+    return sys.executable
+
+
+def command_line(argv: list[str], resume: bool) -> str:
+    """This command as the user can paste it, with --resume or without: the same launcher (python, or
+    torchrun on one machine), script and flags."""
+    flags = [a for a in argv if not (a.startswith("--re") and "--resume".startswith(a))]
+    flags += ["--resume"] if resume else []
+    script = sys.argv[0] if sys.argv and Path(sys.argv[0]).resolve() == Path(__file__).resolve() else \
+        _shortest(Path(__file__).resolve())
+    if not distributed.launched():
+        return shlex.join([python_name(), script, *flags])
+    world = int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if local == world:
+        return shlex.join(["torchrun", "--standalone", f"--nproc_per_node={local}", script, *flags])
+    return "the same torchrun command on every machine, of: " + shlex.join([script, *flags])
+
+
+def _shortest(path: Path) -> str:
+    """``path`` relative to the working directory where it lies below it, else absolute."""
     try:
-        device = parse_device(args.device)  # every name is checked, under torchrun too
-        if distributed.launched():
-            device = distributed.setup(args.device)
-        config = make_config(args, device)
-        out = Path(args.out or f"runs/{config.model}-{config.guide}-{config.preset}")
-        check_run_dirs(config, out, args)
-        run_training(config, out, args, device)
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def made_anything(phases: list[Phase] | None) -> bool:
+    return bool(phases) and any(phase.run.exists() for phase in phases)
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM outside training (where the loop checkpoints first) stops the command as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    owner = os.getpid()
+
+    def stop(signum, frame):
+        if os.getpid() == owner:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)  # a forked worker (rendering data) ends as it would have
+        os.kill(os.getpid(), signum)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    args.argv = argv
+    config = phases = None
+    try:
+        with sigterm_as_ctrl_c():
+            device = parse_device(args.device)  # every name is checked, under torchrun too
+            if distributed.launched():
+                device = distributed.setup(args.device)
+            config = make_config(args, device)
+            out = Path(args.out or f"runs/{config.model}-{config.guide}-{config.preset}")
+            phases = plan(config, out, args)
+            if distributed.is_main():
+                announce(phases, device)
+            if all(phase.action == "done" for phase in phases):
+                if distributed.is_main():
+                    print(nothing_to_train(phases))
+                return 0
+            run_phases(phases, args, device)
+            if distributed.is_main():
+                summarize(phases, device)
     except Interrupted as e:  # all ranks agreed on it: rank 0 says it
         if distributed.is_main():
-            print(f"interrupted: {e}", file=sys.stderr)
+            phase = getattr(e, "phase", None)
+            where = f" in phase {phase.number}/{phase.total}, {phase.title}" if phase and phase.total > 1 else ""
+            print(f"interrupted{where}: {e.stopped}; continue with: {command_line(argv, resume=True)}",
+                  file=sys.stderr)
         return 130
-    except KeyboardInterrupt:  # before training started (rendering data, say): no checkpoint to write
-        print("interrupted before training started; run the command again", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the training loop (rendering data, say): no checkpoint to write
+        if made_anything(phases):
+            print(f"interrupted outside the training steps; continue with: {command_line(argv, resume=True)}",
+                  file=sys.stderr)
+        else:
+            print(f"interrupted before training started; run the command again: {command_line(argv, args.resume)}",
+                  file=sys.stderr)
         return 130
     except REPORTED_ERRORS as e:  # a bad flag, file or folder; an OS error; a corrupt data file
         rank = distributed.context().rank

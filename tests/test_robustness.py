@@ -1,4 +1,5 @@
 """Runs survive interruption and bad numbers without losing work."""
+import json
 import os
 import signal
 import subprocess
@@ -131,6 +132,72 @@ def test_bad_steps_can_be_skipped_and_counted(tmp_path, monkeypatch):
     _inject(monkeypatch, 1, lambda loss: loss * float("inf"))
     train(config, run, device=torch.device("cpu"), progress=False)
     assert run.metrics()[-1]["skipped"] == 1 and run.latest_checkpoint()["step"] == 6
+
+
+def test_a_resumed_run_logs_each_step_once_as_an_uninterrupted_run_does(tmp_path, monkeypatch):
+    """Killed after logging step 3 with its last checkpoint at step 2 (a crash, SIGKILL, a deleted
+    checkpoint), the resumed run drops the records after step 2 and logs steps 3.. again: each step
+    once, with the uninterrupted run's values, and the seconds going on from the checkpoint's."""
+    config = _config(tmp_path)
+    straight = RunDir(tmp_path / "straight")
+    train(config, straight, device=torch.device("cpu"), progress=False)
+    run = RunDir(tmp_path / "killed")
+    config.train.checkpoint_every = 2  # then 100 again on resuming (as --resume --checkpoint-every 100 may)
+
+    def crash(loss):
+        raise RuntimeError("killed")
+    _inject(monkeypatch, 3, crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config, run, device=torch.device("cpu"), progress=False)
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3] and run.checkpoint_steps() == [2]
+    monkeypatch.undo()
+    train(_config(tmp_path), run, device=torch.device("cpu"), resume=True, progress=False)
+    records = run.metrics()
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in records] == \
+           [{k: v for k, v in r.items() if k != "seconds"} for r in straight.metrics()]
+    seconds = [r["seconds"] for r in records]
+    assert seconds == sorted(seconds) and seconds[2] >= run.checkpoint_at(2)["seconds"] >= seconds[1]
+
+
+@pytest.mark.parametrize("old_checkpoint", [False, True], ids=["counters in the checkpoint", "older checkpoint"])
+def test_skipped_steps_and_seconds_go_on_after_a_stop(tmp_path, monkeypatch, old_checkpoint):
+    """Step 2 skipped (a NaN) and the run stopped after step 3: resumed, it counts 1 skipped step and
+    its seconds go on from the checkpoint's. A checkpoint written before it held them gives the last
+    values logged by its step instead."""
+    config = _config(tmp_path)
+    config.train.skip_bad_steps = True
+    run = RunDir(tmp_path / "run")
+
+    original = Components.loss
+
+    def loss(self, step, x, y):
+        value, terms = original(self, step, x, y)
+        if step == 1:
+            value = value * float("nan")
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)
+        return value, terms
+    monkeypatch.setattr(Components, "loss", loss)
+    with pytest.raises(Interrupted, match="stopped after step 3 of 6"):
+        train(config, run, device=torch.device("cpu"), progress=False)
+    monkeypatch.undo()
+    state = run.latest_checkpoint()
+    assert (state["step"], state["skipped"]) == (3, 1) and state["seconds"] >= run.metrics()[-1]["seconds"] > 0
+    stopped_at = state["seconds"]
+    if old_checkpoint:
+        del state["skipped"], state["seconds"]
+        torch.save(state, run.checkpoint_paths()[-1])
+        records = run.metrics()
+        records[-1]["seconds"] = stopped_at = 1000.0  # what the logged record says is taken
+        run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    train(config, run, device=torch.device("cpu"), resume=True, progress=False)
+    records = run.metrics()
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["skipped"] for r in records] == [0, 1, 1, 1, 1, 1]
+    seconds = [r["seconds"] for r in records]
+    assert seconds == sorted(seconds) and seconds[3] >= stopped_at
+    assert run.latest_checkpoint()["skipped"] == 1 and run.latest_checkpoint()["seconds"] >= seconds[-1]
 
 
 def test_sigterm_to_a_real_training_process_then_resume(tmp_path):

@@ -118,7 +118,8 @@ def test_main_command_end_to_end_trains_base_then_text_guide(tmp_path):
     out = run_svi("--model", "vlvae", "--guide", "text_agg", "--preset", "tiny", "--no-progress",
                   cwd=tmp_path, env_root=tmp_path / "data")
     assert out.returncode == 0, out.stderr
-    assert "no trained base VLVAE in runs/vlvae-image-tiny: training it first" in out.stdout
+    assert "  phase 1/2: base VLVAE (image) -> runs/vlvae-image-tiny: train 4 steps\n" \
+           "  phase 2/2: q_Agg (text_agg) -> runs/vlvae-text_agg-tiny: train 4 steps\n" in out.stdout
     agg = RunDir(tmp_path / "runs" / "vlvae-text_agg-tiny")
     assert agg.base_path.exists() and agg.checkpoint_paths() and list(agg.samples.glob("*.png"))
     components = load_run(agg.path)
@@ -128,7 +129,8 @@ def test_main_command_end_to_end_trains_base_then_text_guide(tmp_path):
     again = run_svi("--guide", "text_true", "--preset", "tiny", "--no-progress", "--no-train-base",
                     cwd=tmp_path, env_root=tmp_path / "data")
     assert again.returncode == 0, again.stderr
-    assert "training it first" not in again.stdout
+    assert "  phase 1/2: base VLVAE (image) -> runs/vlvae-image-tiny: nothing to train (trained to step 4, reused)\n" \
+           "  phase 2/2: q_True (text_true) -> runs/vlvae-text_true-tiny: train 4 steps\n" in again.stdout
 
 
 @pytest.mark.parametrize("args, message", [

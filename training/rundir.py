@@ -171,6 +171,20 @@ class RunDir:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def keep_metrics_until(self, step: int) -> None:
+        """Keep the records of steps up to ``step`` (a resumed run's checkpoint), one per step, and drop
+        the rest: a run resumed from ``step`` logs the later steps again. Rewritten atomically, and only
+        where something is dropped. Of a step logged twice (by a run resumed before this was done) the
+        later record stays, the one that led to the checkpoint."""
+        records = self.metrics()
+        latest = {}
+        for record in records:
+            if record["step"] <= step:
+                latest[record["step"]] = record
+        kept = sorted(latest.values(), key=lambda record: record["step"])
+        if kept != records:
+            atomic_write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
+
     def metrics(self) -> list[dict]:
         """The logged records, oldest first; a RunError naming the first line that is not one."""
         if not self.metrics_path.exists():

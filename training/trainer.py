@@ -75,8 +75,14 @@ def _load_modules(modules: dict, state: dict, source) -> None:
 
 
 def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None, resume: bool = False,
-          progress: bool = True) -> Components:
-    """Train ``config.guide`` (with the model for base schemes) into ``run``; returns the components."""
+          progress: bool = True, label: str | None = None) -> Components:
+    """Train ``config.guide`` (with the model for base schemes) into ``run``; returns the components.
+
+    ``resume`` continues ``run`` from its last checkpoint (from step 0 if it has none): the records
+    logged after that step are dropped from metrics.jsonl, as they are logged again, and the
+    elapsed seconds and skipped steps go on from the checkpoint's. ``label`` is the progress bar's
+    description (default ``model/guide``).
+    """
     seed_everything(config.train.seed)
     ctx = distributed.context()  # a single process unless started by torchrun (see training/distributed.py)
     components = build(resolve(config))  # network shapes are checked before any data is made
@@ -88,10 +94,11 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     loader = BatchLoader(train_set, batch_size, device, seed=config.train.seed, rank=ctx.rank,
                          world_size=ctx.world_size)  # bad sizes fail
     fixed = samples.fixed_batch(val_set, device)  # here, before the run directory is made
-    state = None
+    state, counters = None, (0, 0.0)
     if resume:
         changed = _resume_changes(stored, config, run)
         state = run.latest_checkpoint() if run.checkpoint_paths() else None  # none yet: start over
+        counters = _resumed_counters(state, run)
     else:
         run.check_fresh()
     if not components.trains_model:
@@ -127,8 +134,10 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
     distributed.seed_rank(config.train.seed, state)
     for m in components.trained().values():
         m.train()
+    if resume and ctx.is_main:  # once all else is ready: the steps after the checkpoint are logged again
+        run.keep_metrics_until(start)
 
-    _fit(components, optimizer, loader, run, fixed, start, progress)
+    _fit(components, optimizer, loader, run, fixed, start, progress, counters, label)
     for m in components.modules():
         m.eval()
     return components
@@ -162,8 +171,27 @@ def _resume_changes(stored: RunConfig, config: RunConfig, run: RunDir) -> list[s
     return changed
 
 
+def _resumed_counters(state: dict | None, run: RunDir) -> tuple[int, float]:
+    """The skipped steps and elapsed seconds at the checkpoint ``state`` (none: 0 and 0), from which a
+    resumed run counts on: stored in it, or, in checkpoints written before they were, the last
+    values logged by its step (0 where none was)."""
+    if state is None:
+        return 0, 0.0
+    if "skipped" in state and "seconds" in state:
+        return int(state["skipped"]), float(state["seconds"])
+    logged = [record for record in run.metrics() if record["step"] <= state["step"]]
+    last = logged[-1] if logged else {}
+    return (int(state.get("skipped", last.get("skipped", 0))),
+            float(state.get("seconds", last.get("seconds", 0.0))))
+
+
 class Interrupted(RunError):
-    """Training stopped on SIGINT or SIGTERM after checkpointing the last finished step."""
+    """Training stopped on SIGINT or SIGTERM after checkpointing the last finished step. ``stopped``
+    says what happened without the advice, for a command to add the exact one of its own."""
+
+    def __init__(self, stopped: str):
+        super().__init__(f"{stopped}; continue with the same command and --resume")
+        self.stopped = stopped
 
 
 class _StopSignals:
@@ -196,15 +224,17 @@ def _finite_gradients(params) -> bool:
 
 
 def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fixed, start: int,
-         progress: bool) -> None:
+         progress: bool, counters: tuple[int, float] = (0, 0.0), label: str | None = None) -> None:
     """Steps ``start`` .. ``num_steps``: log, checkpoint, and stop safely on signals and bad numbers.
 
     A non-finite loss or gradient stops training with a checkpoint of the last good state (the
     optimizer has not stepped on it), unless ``skip_bad_steps`` counts and skips such steps.
+    ``counters`` are the skipped steps and elapsed seconds so far (a resumed run's), which the
+    records and checkpoints count on from.
     """
     config, t = components.config, components.config.train
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    steps, skipped = config.num_steps, 0
+    steps, (skipped, elapsed) = config.num_steps, counters
     ctx = distributed.context()
     step_loss = distributed.data_parallel(components)  # components.loss in a single process
 
@@ -213,6 +243,7 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
         if ctx.is_main:
             run.save_checkpoint(step, {**{k: m.state_dict() for k, m in components.trained().items()},
                                        "optimizer": optimizer.state_dict(), "world_size": ctx.world_size,
+                                       "skipped": skipped, "seconds": round(time.time() - started, 2),
                                        **ranks_rng}, keep=t.keep_checkpoints)
             devices = [fixed[0].device] if fixed[0].is_cuda else []
             with torch.random.fork_rng(devices=devices):  # sampling leaves the training stream as the checkpoint has it
@@ -220,8 +251,8 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
         distributed.barrier()
 
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not (progress and ctx.is_main),
-               desc=f"{config.model}/{config.guide}", dynamic_ncols=True)
-    started = time.time()
+               desc=label or f"{config.model}/{config.guide}", dynamic_ncols=True)
+    started = time.time() - elapsed  # the seconds logged go on from a resumed run's
     with _StopSignals() as stop:
         for step in bar:
             x, y = loader.batch(step)
@@ -258,8 +289,7 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
                 checkpoint(done)
             if stopping:
                 raise Interrupted(f"{stop.received or 'a stop signal to another process'} received: stopped after "
-                                  f"step {done} with a checkpoint in "
-                                  f"{run.checkpoints}; continue with the same command and --resume")
+                                  f"step {done} of {steps} with a checkpoint in {run.checkpoints}")
 
 
 def load_run(path, device="cpu", step: int | None = None) -> Components:
