@@ -1,1 +1,2 @@
-"""Evaluating trained runs: the VLVAE's importance-weighted bounds and the paper's tables."""
+"""Evaluating trained runs: the papers' importance-weighted bounds and tables, the correctness
+classifiers (``evaluation.correctness``), figures and captioned image grids (``evaluation.plots``)."""

@@ -9,7 +9,7 @@
 | ``training_curves``   |           | any run (its ``metrics.jsonl``)                                 |
 
 Each takes run directories (or ``Components`` from ``load_run``) and an output path, writes
-a PNG of exactly ``figsize * DPI`` pixels (Fig. 4, 6: ``training.plots.save_grid``'s size)
+a PNG of exactly ``figsize * DPI`` pixels (Fig. 4, 6: ``evaluation.plots.save_grid``'s size)
 and returns the path. Models run in eval mode; figures are drawn without pyplot, so
 drawing them leaves a notebook's matplotlib backend alone.
 """
@@ -25,10 +25,10 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from datasets.registry import make_dataset
-from training.plots import save_grid
+from evaluation.plots import save_grid
 from training.rundir import RunDir
+from training.runs import load_run
 from training.schemes import Components
-from training.trainer import load_run
 
 DPI = 100
 PANEL = 2.4          # inches per latent-space panel (Fig. 1) and per training curve

@@ -17,8 +17,8 @@ import torch
 
 from evaluation import paper
 from evaluation.bounds import evaluate_bounds
+from evaluation.correctness import SLOT_NAMES, correctness, two_objects_hits, two_objects_text_hits
 from guides.semi_amortised import SemiAmortisedImageGuide
-from metrics.correctness import SLOT_NAMES, correctness, two_objects_hits, two_objects_text_hits
 
 
 def validation_batches(dataset, count: int, batch_size: int, device):

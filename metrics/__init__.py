@@ -5,7 +5,8 @@
 - :mod:`metrics.diagnostics`: effective sample size and PSIS Pareto k-hat of
   importance weights.
 
-This package imports neither ``models/`` nor ``guides/``.
+This package imports none of ``models/``, ``guides/``, ``datasets/``, ``training/`` and ``evaluation/``
+(tests/test_layering.py checks it); the correctness classifiers are ``evaluation.correctness``.
 """
 
 from metrics.diagnostics import effective_sample_size, psis_backend_name, psis_khat

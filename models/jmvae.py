@@ -21,7 +21,7 @@ The encoder branches live here because both the model's family and the guides'
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
@@ -32,6 +32,7 @@ from torch.distributions.utils import broadcast_all
 from torch.nn import functional as F
 
 from models.blocks import Block, ImageDecoderNet, ImageEncoderNet
+from models.config import NetConfig
 from models.registration import register
 from models.vlvae import ALPHA_EPS, PIXEL_EPS, MeanBeta, batch_size_of
 
@@ -40,25 +41,20 @@ LIKELIHOODS = ("bernoulli", "beta")
 
 
 @dataclass
-class JMVAEConfig:
-    """Network shapes of the JMVAE and its guides (defaults: the paper's MNIST networks, 4.2)."""
+class JMVAEConfig(NetConfig):
+    """Network shapes of the JMVAE and its guides (defaults: the paper's MNIST networks, 4.2): the
+    fields of ``NetConfig`` (``channels`` to ``grid`` used by the conv family only, ``concentration``
+    by the Beta likelihood only), the network family and the image likelihood."""
 
     image_shape: tuple = (1, 28, 28)
-    vocab: list = field(default_factory=list)  # words without padding (see datasets.vocab)
     text_length: int = 1
     z_dim: int = 64
     hidden: int = 512           # width of every dense layer and of each modality's encoding
     family: str = "mlp"         # "mlp" (paper's MNIST MLPs) or "conv" (VLVAE image blocks)
     likelihood: str = "bernoulli"  # p(x|z): "bernoulli" (binary images) or "beta" (grey levels)
-    concentration: float = 100.0   # c of the Beta likelihood, as the VLVAE's
-    channels: int = 32          # conv family only: as VLVAEConfig
-    num_down: int = 2
-    stem_kernel: int = 7
-    stem_stride: int = 1
-    grid: int = 10
 
     def __post_init__(self):
-        self.image_shape = tuple(self.image_shape)
+        super().__post_init__()
         if self.family not in FAMILIES:
             raise ValueError(f"unknown JMVAE network family {self.family!r}; choose one of {', '.join(FAMILIES)}")
         if self.likelihood not in LIKELIHOODS:

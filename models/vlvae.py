@@ -12,7 +12,7 @@ The module is the Pyro model (its ``forward``; ``vlvae.model`` is the module its
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
@@ -21,6 +21,7 @@ from pyro import poutine
 from torch import nn
 
 from models.blocks import ImageDecoderNet, ResidualMLP
+from models.config import NetConfig
 from models.registration import register
 from models.text import TextDecoderNet
 
@@ -53,24 +54,12 @@ class MeanBeta(dist.Beta):
 
 
 @dataclass
-class VLVAEConfig:
-    """Network shapes shared by the VLVAE and its guides (defaults: the paper's, appendix 5.1)."""
+class VLVAEConfig(NetConfig):
+    """Network shapes shared by the VLVAE and its guides (defaults: the paper's, appendix 5.1): the
+    fields of ``NetConfig`` (``hidden`` is also the shared decoder's output and the GRU states) and
+    the text decoder's dropout."""
 
-    image_shape: tuple = (3, 112, 112)
-    vocab: list = field(default_factory=list)  # words without padding (see datasets.vocab)
-    text_length: int = 9
-    z_dim: int = 50
-    hidden: int = 200          # image/text encodings, shared decoder output, GRU states
-    channels: int = 32         # width of the first conv layer; doubled at each downsampling
-    num_down: int = 2          # stride-2 convolutions in the image encoder (upsamplings in the decoder)
-    stem_kernel: int = 7
-    stem_stride: int = 1       # > 1 strides the first conv: cheaper, for small presets
-    grid: int = 10             # image decoder starts from 10 channels of grid x grid (1000 units)
     dropout: float = 0.5       # text decoder readout
-    concentration: float = 100.0  # c in Beta(c * alpha, c * (1 - alpha))
-
-    def __post_init__(self):
-        self.image_shape = tuple(self.image_shape)
 
 
 def batch_size_of(x, y) -> int:

@@ -8,7 +8,7 @@
 Two Objects: the classifier reads an image and its text's relation word and predicts the 8 object
 words. CelebA: it gives each of the 19 attribute words a probability. Prints the validation
 accuracy of each word slot and overall, and saves the classifier as a folder (classifier.json,
-weights.pt) that ``metrics.correctness.load_classifier`` loads.
+weights.pt) that ``evaluation.correctness.load_classifier`` loads.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from datasets.cache import default_root  # noqa: E402
 from datasets.registry import describe  # noqa: E402
 from datasets.render import check_image_size  # noqa: E402
-from metrics.correctness import (CLASSIFIERS, CONFIG_FILE, ClassifierConfig, default_classifier_dir,  # noqa: E402
-                                 save_classifier, train_classifier)
+from evaluation.correctness import (CLASSIFIERS, CONFIG_FILE, ClassifierConfig, default_classifier_dir,  # noqa: E402
+                                    save_classifier, train_classifier)
 from training.config import DataConfig  # noqa: E402
 from training.rundir import (REPORTED_ERRORS, RunError, check_count, check_finite, check_folder,  # noqa: E402
                              check_seed, error_message, parse_device)
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
           f"validation accuracy:")
     for slot, accuracy in record["accuracy"].items():
         print(f"  {SUMMARY_LABELS.get(slot, slot):<20} {accuracy:.2%}")
-    print(f"saved in {out} ({CONFIG_FILE}, weights); load with metrics.correctness.load_classifier('{out}')")
+    print(f"saved in {out} ({CONFIG_FILE}, weights); load with evaluation.correctness.load_classifier('{out}')")
     return 0
 
 

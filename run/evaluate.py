@@ -32,12 +32,12 @@ import torch  # noqa: E402
 from datasets.cache import default_root  # noqa: E402
 from datasets.registry import make_dataset  # noqa: E402
 from evaluation import jmvae as jmvae_report  # noqa: E402
+from evaluation.correctness import CONFIG_FILE, default_classifier_dir, get_or_train_classifier  # noqa: E402
 from evaluation.report import (aggregate, ceiling_curve_markdown, ceiling_row, markdown, prior_row,  # noqa: E402
                                semi_amortised, text_guide_row, validation_batches)
-from metrics.correctness import CONFIG_FILE, default_classifier_dir, get_or_train_classifier  # noqa: E402
 from training.rundir import (REPORTED_ERRORS, RunDir, RunError, atomic_write_text, check_count,  # noqa: E402
                             check_folder, check_seed, error_message, parse_device)
-from training.trainer import load_run  # noqa: E402
+from training.runs import load_run  # noqa: E402
 
 
 # Per model: test points and importance samples when --num-points and --particles are not given.

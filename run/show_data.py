@@ -15,7 +15,7 @@ from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from datasets.cache import default_root  # noqa: E402
 from datasets.render import check_image_size  # noqa: E402
 from datasets.two_objects import SingleObject, TwoObjects  # noqa: E402
-from training.plots import save_grid  # noqa: E402
+from evaluation.plots import save_grid  # noqa: E402
 from training.rundir import (REPORTED_ERRORS, check_count, check_folder, check_output_file, check_seed,  # noqa: E402
                             error_message)
 

@@ -13,7 +13,7 @@ trained to the end yet, the command trains it first (phase 1 of 2), then the gui
 Stopped with Ctrl-C or SIGTERM, it checkpoints and prints the command that continues it (the
 same with ``--resume``), which finishes whatever phase was stopped and starts those after it.
 Every run writes a run directory (config.json, checkpoints, metrics.jsonl, sample grids) that
-``training.trainer.load_run`` loads back in one call.
+``training.runs.load_run`` loads back in one call.
 
 Data parallel on N GPUs (or N CPU processes with gloo): ``torchrun --nproc_per_node=N run/svi.py ...``;
 --batch-size is then per process (see training/distributed.py).
@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
                         "faster); may change on --resume")
     p.add_argument("--precision", choices=list(PRECISIONS),
                    help="what the networks compute in: fp32, or bf16 autocast for their convolutions and matrix "
-                        "products; likelihoods, KLs, flows and every sum stay fp32. Default fp32: bf16 is about 9x "
+                        "products; likelihoods, KLs, flows and every sum stay fp32. Default fp32: bf16 is about 12x "
                         "slower on a CPU without bf16 units (AVX-512 BF16, AMX), and its speed on CUDA is not "
                         "measured yet; may change on --resume")
     p.add_argument("--seed", type=int, help="random seed for initialisation and batch order (default 0)")
@@ -366,7 +366,7 @@ def summarize(phases: list[Phase], device) -> None:
     last = (final.run.metrics() or [{}])[-1]
     print("last logged: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))
     print(f"run directory: {final.run.path}  (samples in {final.run.samples}, load with "
-          f"training.trainer.load_run('{final.run.path}'))")
+          f"training.runs.load_run('{final.run.path}'))")
 
 
 def nothing_to_train(phases: list[Phase]) -> str:
@@ -375,7 +375,7 @@ def nothing_to_train(phases: list[Phase]) -> str:
     flag = "--guide-steps" if final.config.guide in FROZEN_MODEL_GUIDES else "--steps"
     runs = ", ".join(str(phase.run.path) for phase in phases if phase.run.exists())
     return (f"nothing to train: {'every phase' if len(phases) > 1 else 'the run'} is trained to the end ({runs}); "
-            f"load {final.run.path} with training.trainer.load_run('{final.run.path}'), or train it longer with "
+            f"load {final.run.path} with training.runs.load_run('{final.run.path}'), or train it longer with "
             f"--resume and a larger {flag}")
 
 

@@ -512,7 +512,7 @@ def templates(tmp_path_factory):
 
     import torch
 
-    from metrics.correctness import ClassifierConfig, TwoObjectsClassifier, save_classifier
+    from evaluation.correctness import ClassifierConfig, TwoObjectsClassifier, save_classifier
     from training.config import DataConfig, preset, resolve
     from training.rundir import RunDir, atomic_save
     from training.schemes import build
@@ -577,7 +577,7 @@ def _forbid_long_work(monkeypatch) -> None:
         return work
     monkeypatch.setattr("datasets.two_objects.generate", refuse("rendered images"))
     monkeypatch.setattr("training.trainer._fit", refuse("trained"))
-    monkeypatch.setattr("metrics.correctness.train_classifier", refuse("trained a classifier"))
+    monkeypatch.setattr("evaluation.correctness.train_classifier", refuse("trained a classifier"))
     monkeypatch.setattr("datasets.fetch.download_wheel", refuse("downloaded"))
 
 

@@ -10,11 +10,11 @@ from torch import nn
 from datasets import celeba
 from datasets.celeba import CelebA
 from datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB, true_relations
-from metrics import correctness as correctness_module
-from metrics.correctness import (CONFIG_FILE, OBJECT_SLOTS, RELATION_SLOT, SLOT_NAMES, WEIGHTS_FILE, CelebAClassifier,
-                                 ClassifierConfig, TwoObjectsClassifier, celeba_correctness, correctness,
-                                 gaussian_blur, get_or_train_classifier, load_classifier, save_classifier, train_classifier,
-                                 two_objects_correctness, two_objects_text_hits)
+from evaluation import correctness as correctness_module
+from evaluation.correctness import (CONFIG_FILE, OBJECT_SLOTS, RELATION_SLOT, SLOT_NAMES, WEIGHTS_FILE,
+                                    CelebAClassifier, ClassifierConfig, TwoObjectsClassifier, celeba_correctness,
+                                    correctness, gaussian_blur, get_or_train_classifier, load_classifier,
+                                    save_classifier, train_classifier, two_objects_correctness, two_objects_text_hits)
 from run import classifier as cli
 from tests.test_celeba import make_celeba
 from training.config import DataConfig

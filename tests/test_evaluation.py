@@ -5,7 +5,8 @@ import torch
 
 from evaluation.bounds import bound_pairs, evaluate_bounds
 from training.rundir import RunDir
-from training.trainer import load_run, train
+from training.runs import load_run
+from training.trainer import train
 from tests.helpers import tiny_config
 
 

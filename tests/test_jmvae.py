@@ -25,7 +25,7 @@ from models.jmvae import JMVAE, JMVAEConfig, one_hot_words
 from training.config import RunConfig, preset, resolve
 from training.rundir import RunDir
 from training.schemes import build
-from training.trainer import load_run
+from training.runs import load_run
 from tests.test_mnist import fake_split
 
 MNIST_VOCAB = [str(d) for d in range(10)]

@@ -9,7 +9,8 @@ from models.blocks import Block, outermost_blocks, set_precision
 from training.config import preset, resolve
 from training.rundir import RunDir
 from training.schemes import build
-from training.trainer import cpu_has_bf16, load_run, train
+from training.runs import load_run
+from training.trainer import cpu_has_bf16, train
 from tests.helpers import tiny_config
 
 # bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per value). Measured on the batch below

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from datasets.registry import make_dataset
+from evaluation.correctness import SLOT_NAMES, ClassifierConfig, save_classifier, train_classifier
 from evaluation.report import (aggregate, ceiling, ceiling_by_slot, ceiling_row, markdown, semi_amortised,
                                validation_batches)
-from metrics.correctness import SLOT_NAMES, ClassifierConfig, save_classifier, train_classifier
 from training.rundir import RunDir
-from training.trainer import load_run, train
+from training.runs import load_run
+from training.trainer import train
 from tests.helpers import bare_env, tiny_config
 from tests.test_correctness import Oracle
 

@@ -14,7 +14,7 @@ from guides.base import Guide, sample_z
 from guides.semi_amortised import SemiAmortisedImageGuide
 from metrics import iwae_log_likelihood
 from tests.test_iwae import SIGMA, LinearGaussian
-from training.trainer import load_run
+from training.runs import load_run
 
 
 class ImageLinearGaussian(LinearGaussian):

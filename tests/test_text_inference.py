@@ -6,7 +6,8 @@ import torch
 from training import samples
 from training.rundir import RunDir
 from training.schemes import build
-from training.trainer import load_base, load_run, train
+from training.runs import load_base, load_run
+from training.trainer import train
 from tests.helpers import tiny_config
 
 

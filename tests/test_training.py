@@ -11,7 +11,8 @@ import torch
 
 from training.config import RunConfig, preset
 from training.rundir import RunDir, RunError
-from training.trainer import load_run, train
+from training.runs import load_run
+from training.trainer import train
 from tests.helpers import bare_env, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +27,33 @@ def run_svi(*args, cwd, env_root):
 def test_config_round_trips_through_json():
     config = preset("cpu")
     assert RunConfig.from_json(config.to_json()) == config
+
+
+# config.json's "net" of each model with default settings, as written before the two configs shared
+# models.config.NetConfig (key order as it was then): the format a run directory keeps
+OLD_NET_JSON = {
+    "vlvae": '{"image_shape": [3, 112, 112], "vocab": [], "text_length": 9, "z_dim": 50, "hidden": 200, "channels": 32, '
+             '"num_down": 2, "stem_kernel": 7, "stem_stride": 1, "grid": 10, "dropout": 0.5, "concentration": 100.0}',
+    "jmvae": '{"image_shape": [1, 28, 28], "vocab": [], "text_length": 1, "z_dim": 64, "hidden": 512, "family": "mlp", '
+             '"likelihood": "bernoulli", "concentration": 100.0, "channels": 32, "num_down": 2, "stem_kernel": 7, '
+             '"stem_stride": 1, "grid": 10}',
+}
+
+
+@pytest.mark.parametrize("model", sorted(OLD_NET_JSON))
+def test_network_configs_share_netconfig_and_keep_their_json(model):
+    """Both network configs inherit NetConfig's fields; names, defaults and config.json are unchanged."""
+    import dataclasses
+
+    from models.config import NetConfig
+    from training.config import NETS
+
+    cls, old = NETS[model], json.loads(OLD_NET_JSON[model])
+    assert issubclass(cls, NetConfig) and {f.name for f in dataclasses.fields(NetConfig)} <= set(old)
+    assert json.loads(json.dumps(dataclasses.asdict(cls()))) == old  # same fields, same defaults
+    assert cls(**old) == cls()
+    config = RunConfig(model=model, net=cls(**old))
+    assert json.loads(config.to_json())["net"] == old and RunConfig.from_json(config.to_json()) == config
 
 
 def test_network_flags_reach_the_run_config():
@@ -53,7 +81,7 @@ def test_base_run_layout(tiny_base_run):
 
 
 def _loss_on_fixed_batch(run_path):
-    from training.trainer import load_run
+    from training.runs import load_run
     import pyro
     from datasets.two_objects import TwoObjects
     components = load_run(run_path)

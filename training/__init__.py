@@ -1,2 +1,3 @@
 """Training machinery shared by the command-line entry points and notebooks: configuration
-presets, run directories with checkpoints, the training loop and the registry of schemes."""
+presets, run directories with checkpoints, loading a trained run back (``training.runs``), the training
+loop (``training.trainer``) and the registry of schemes."""

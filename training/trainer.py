@@ -1,4 +1,4 @@
-"""The training loop shared by every scheme, and loading a trained run back in one call."""
+"""The training loop shared by every scheme (loading a trained run back is ``training.runs``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +20,7 @@ from models.blocks import compile_blocks, set_precision
 from training import distributed, samples
 from training.config import RunConfig, resolve
 from training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
+from training.runs import load_base, load_modules
 from training.schemes import Components, build, learning_rate
 
 
@@ -29,49 +30,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError("--device cuda was asked for but CUDA is not available here; use --device cpu or auto")
-    return torch.device(name)
-
-
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 matrix products natively (AVX-512 BF16 or AMX tiles)."""
     return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported",
                                                                         "_is_amx_tile_supported"))
 
 
-def load_base(components: Components, base: RunDir) -> None:
-    """Copy the trained VLVAE and q(z|x) of ``base`` into ``components`` (for text guides and q(z))."""
-    base_config = base.config()
-    config = components.config
-    if base_config.guide != components.scheme.base:
-        raise RunError(f"base run {base.path} trained guide {base_config.guide!r}; text guides and the prior "
-                       f"need a base trained with --guide {components.scheme.base}")
-    if base_config.data.name != config.data.name or base_config.net.vocab != config.net.vocab:
-        raise RunError(f"base run {base.path} was trained on {base_config.data.name!r} with vocabulary "
-                       f"{base_config.net.vocab}; this run uses {config.data.name!r} with {config.net.vocab}")
-    if base_config.net != config.net:
-        raise RunError(f"base run {base.path} has other network shapes than this run's config; "
-                       f"use the same --preset and --image-size as the base")
-    state = base.latest_checkpoint()
-    _load_modules(components.frozen(), {"model": state["model"], "image_guide": state["guide"]}, base.path)
-
-
 def _save_base(components: Components, run: RunDir, base: RunDir) -> None:
     atomic_save({"source": str(base.path.resolve()), **{k: m.state_dict() for k, m in components.frozen().items()}},
                 run.base_path)
-
-
-def _load_modules(modules: dict, state: dict, source) -> None:
-    try:
-        for name, module in modules.items():
-            module.load_state_dict(state[name])
-    except (KeyError, RuntimeError) as e:
-        raise RunError(f"{source} does not fit this run's networks ({str(e).splitlines()[0]}); "
-                       f"was it made with another preset, dataset or vocabulary?") from None
 
 
 def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None, resume: bool = False,
@@ -103,7 +70,7 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
         run.check_fresh()
     if not components.trains_model:
         if run.base_path.exists():
-            _load_modules(components.frozen(), load_file(run.base_path, "base weights"), run.base_path)
+            load_modules(components.frozen(), load_file(run.base_path, "base weights"), run.base_path)
         else:
             load_base(components, base)
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
@@ -122,12 +89,12 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
             compile_blocks(m)
     if config.train.precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         warnings.warn("this CPU has no bf16 units (AVX-512 BF16 or AMX): --precision bf16 is emulated here, about "
-                      "9x slower than fp32 on the cpu preset's VLVAE step (bench/bench_step.py --precision bf16)")
+                      "12x slower than fp32 on the cpu preset's VLVAE step (bench/bench_step.py --precision fp32 bf16)")
     params = [p for m in components.trained().values() for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.train.lr)
     start = 0
     if state is not None:
-        _load_modules(components.trained(), state, "the last checkpoint")
+        load_modules(components.trained(), state, "the last checkpoint")
         optimizer.load_state_dict(state["optimizer"])  # its rate is reset by every step (--lr may have changed)
         set_rng_state(state["rng"])
         start = state["step"]
@@ -290,20 +257,3 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
             if stopping:
                 raise Interrupted(f"{stop.received or 'a stop signal to another process'} received: stopped after "
                                   f"step {done} of {steps} with a checkpoint in {run.checkpoints}")
-
-
-def load_run(path, device="cpu", step: int | None = None) -> Components:
-    """A trained run directory as ready-to-use networks (eval mode, on ``device``), from its last
-    checkpoint or, with ``step``, from the checkpoint of that step. (A ``prior_agg`` run's model has
-    the learned prior as its prior, by construction.)
-    """
-    run = RunDir(path)
-    config = run.config()
-    components = build(config)
-    _load_modules(components.trained(), run.latest_checkpoint() if step is None else run.checkpoint_at(step), run.path)
-    if not components.trains_model:
-        _load_modules(components.frozen(), load_file(run.base_path, "base weights"), run.base_path)
-    components.to(device)
-    for m in components.modules():
-        m.eval()
-    return components
