@@ -323,7 +323,8 @@ def _path_in_traceback(e: BaseException):
     """The innermost ``path`` or ``filename`` a function of this project was reading when ``e`` was raised."""
     found = None
     for frame, _ in traceback.walk_tb(e.__traceback__):
-        if frame.f_globals.get("__name__", "").split(".")[0] not in ("datasets", "training", "metrics", "evaluation"):
+        module = frame.f_globals.get("__name__", "").split(".")
+        if module[0] != "mmvae_zoo" or module[1:2] not in (["datasets"], ["training"], ["metrics"], ["evaluation"]):
             continue
         for name in ("path", "filename", "file"):
             value = frame.f_locals.get(name)
