@@ -13,6 +13,8 @@ folder, which is put FIRST on ``PYTHONPATH``. Then
     ``run/`` modules, and ``import datasets`` is the decoy;
 (d) uninstalling the zoo leaves every file of the decoy as it was, and the decoy importable.
 
+(a) is checked again in the fresh environment before the regular install, where no zoo is installed.
+
 The environments are made with ``python -m venv --without-pip`` plus a ``.pth`` file naming this
 interpreter's site-packages (as links, less any install of the zoo), so torch, pyro, pip and setuptools
 are reused, not installed; the zoo is installed from a copy of the repository with
@@ -128,6 +130,12 @@ def test_an_installed_zoo_coexists_with_a_decoy_datasets_and_models(editable, tm
     assert "arrow.py" in decoy_files["datasets"]
 
     checkout = copy_of_the_repository(tmp_path / "checkout")
+    if not editable:  # (a) again, where nothing of the zoo is installed at all
+        lines = run([python, "-c", WHERE], tmp_path, {**env, "PYTHONPATH": f"{decoy_src}{os.pathsep}{checkout}"})
+        assert lines.splitlines()[0] == "decoy datasets"
+        assert [Path(f) for f in lines.splitlines()[2:]] == ([checkout / p / "__init__.py" for p in ZOO]
+                                                             + [checkout / "datasets" / "loader.py"])
+        assert run([python, checkout / "run" / "svi.py", "--help"], tmp_path, env).startswith("usage: svi.py")
     run(pip + (["-e", checkout] if editable else [checkout]), tmp_path, env)
     assert {p: files_of(site / p) for p in ("datasets", "models")} == decoy_files  # nothing of ours in them
 
