@@ -45,11 +45,11 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from bench_step import plain_jmvae_loss  # noqa: E402
-from datasets.loader import BatchLoader  # noqa: E402
-from datasets.registry import make_dataset  # noqa: E402
-from models.blocks import PRECISIONS, compile_blocks, set_precision  # noqa: E402
-from training.config import preset, resolve  # noqa: E402
-from training.schemes import build, warmup  # noqa: E402
+from mmvae_zoo.datasets.loader import BatchLoader  # noqa: E402
+from mmvae_zoo.datasets.registry import make_dataset  # noqa: E402
+from mmvae_zoo.models.blocks import PRECISIONS, compile_blocks, set_precision  # noqa: E402
+from mmvae_zoo.training.config import preset, resolve  # noqa: E402
+from mmvae_zoo.training.schemes import build, warmup  # noqa: E402
 from output import write_json  # noqa: E402
 
 

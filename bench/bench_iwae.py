@@ -44,9 +44,9 @@ import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from metrics.diagnostics import psis_backend_name  # noqa: E402
-from metrics.iwae import iwae_log_likelihood, log_importance_weights  # noqa: E402
-from models.jmvae import Bernoulli  # noqa: E402
+from mmvae_zoo.metrics.diagnostics import psis_backend_name  # noqa: E402
+from mmvae_zoo.metrics.iwae import iwae_log_likelihood, log_importance_weights  # noqa: E402
+from mmvae_zoo.models.jmvae import Bernoulli  # noqa: E402
 from output import write_json  # noqa: E402
 
 

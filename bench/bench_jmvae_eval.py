@@ -33,12 +33,12 @@ from torch.distributions import Normal  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from bench_step import _gaussian  # noqa: E402
-from datasets.registry import make_dataset  # noqa: E402
-from evaluation.bounds import evaluate_bounds  # noqa: E402
-from evaluation.report import validation_batches  # noqa: E402
-from models.jmvae import one_hot_words  # noqa: E402
-from training.config import preset, resolve  # noqa: E402
-from training.schemes import build  # noqa: E402
+from mmvae_zoo.datasets.registry import make_dataset  # noqa: E402
+from mmvae_zoo.evaluation.bounds import evaluate_bounds  # noqa: E402
+from mmvae_zoo.evaluation.report import validation_batches  # noqa: E402
+from mmvae_zoo.models.jmvae import one_hot_words  # noqa: E402
+from mmvae_zoo.training.config import preset, resolve  # noqa: E402
+from mmvae_zoo.training.schemes import build  # noqa: E402
 from output import write_json  # noqa: E402
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
 
-from models.vlvae import ALPHA_EPS, PIXEL_EPS, MeanBeta  # noqa: E402
+from mmvae_zoo.models.vlvae import ALPHA_EPS, PIXEL_EPS, MeanBeta  # noqa: E402
 from output import write_json  # noqa: E402
 
 

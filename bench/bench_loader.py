@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from datasets.loader import BatchLoader  # noqa: E402
-from datasets.registry import make_dataset  # noqa: E402
-from training.config import preset, resolve  # noqa: E402
-from training.schemes import build  # noqa: E402
+from mmvae_zoo.datasets.loader import BatchLoader  # noqa: E402
+from mmvae_zoo.datasets.registry import make_dataset  # noqa: E402
+from mmvae_zoo.training.config import preset, resolve  # noqa: E402
+from mmvae_zoo.training.schemes import build  # noqa: E402
 from output import write_json  # noqa: E402
 
 

@@ -15,7 +15,7 @@ import argparse
 import os
 import time
 
-from datasets.two_objects import SingleObject, TwoObjects, generate
+from mmvae_zoo.datasets.two_objects import SingleObject, TwoObjects, generate
 from output import write_json
 
 DATASETS = {"two_objects": TwoObjects, "single_object": SingleObject}

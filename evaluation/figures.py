@@ -24,11 +24,11 @@ import torch
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from datasets.registry import make_dataset
-from evaluation.plots import save_grid
-from training.rundir import RunDir
-from training.runs import load_run
-from training.schemes import Components
+from mmvae_zoo.datasets.registry import make_dataset
+from mmvae_zoo.evaluation.plots import save_grid
+from mmvae_zoo.training.rundir import RunDir
+from mmvae_zoo.training.runs import load_run
+from mmvae_zoo.training.schemes import Components
 
 DPI = 100
 PANEL = 2.4          # inches per latent-space panel (Fig. 1) and per training curve

@@ -10,9 +10,9 @@ with proposal q(z|x), in the multiple column as in the paper. The model/proposal
 """
 from __future__ import annotations
 
-from evaluation import paper
-from evaluation.bounds import evaluate_bounds
-from metrics import BoundEstimate
+from mmvae_zoo.evaluation import paper
+from mmvae_zoo.evaluation.bounds import evaluate_bounds
+from mmvae_zoo.metrics import BoundEstimate
 
 TABLES = (("log p(x)", "Marginal log p(x) (Table 1, left)"),
           ("log p(x|w)", "Conditional log p(x|w) (Table 1, right)"))

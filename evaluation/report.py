@@ -15,10 +15,10 @@ import dataclasses
 import numpy as np
 import torch
 
-from evaluation import paper
-from evaluation.bounds import evaluate_bounds
-from evaluation.correctness import SLOT_NAMES, correctness, two_objects_hits, two_objects_text_hits
-from guides.semi_amortised import SemiAmortisedImageGuide
+from mmvae_zoo.evaluation import paper
+from mmvae_zoo.evaluation.bounds import evaluate_bounds
+from mmvae_zoo.evaluation.correctness import SLOT_NAMES, correctness, two_objects_hits, two_objects_text_hits
+from mmvae_zoo.guides.semi_amortised import SemiAmortisedImageGuide
 
 
 def validation_batches(dataset, count: int, batch_size: int, device):

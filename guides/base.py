@@ -16,7 +16,7 @@ import pyro.distributions as dist
 from pyro import poutine
 from torch import nn
 
-from models.registration import register
+from mmvae_zoo.models.registration import register
 
 
 class Guide(nn.Module):

@@ -23,8 +23,8 @@ from pyro import poutine
 from pyro.infer.util import torch_item
 from torch.distributions import kl_divergence
 
-from guides.base import Guide, check_fits
-from guides.jmvae import KLGuide
+from mmvae_zoo.guides.base import Guide, check_fits
+from mmvae_zoo.guides.jmvae import KLGuide
 
 
 def _draws(trace) -> int:
@@ -173,4 +173,4 @@ class JMVAEKLELBO(_FromDifferentiableLoss, LoggedTrace_ELBO):
 def _check_unimodal(guide) -> None:
     if not isinstance(guide, KLGuide):
         raise ValueError(f"JMVAE-kl needs a guide with its own q(z|x) and q(z|w), got {type(guide).__name__}; "
-                         f"pass a guides.jmvae.KLGuide")
+                         f"pass a mmvae_zoo.guides.jmvae.KLGuide")

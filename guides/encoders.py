@@ -9,9 +9,9 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
-from guides.base import Guide
-from models.blocks import GaussianHead, ImageEncoderNet, TextEncoderNet
-from models.vlvae import VLVAEConfig
+from mmvae_zoo.guides.base import Guide
+from mmvae_zoo.models.blocks import GaussianHead, ImageEncoderNet, TextEncoderNet
+from mmvae_zoo.models.vlvae import VLVAEConfig
 
 
 def image_encoder(c: VLVAEConfig) -> ImageEncoderNet:

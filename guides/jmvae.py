@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from guides.base import Guide
-from models.jmvae import JMVAEConfig, check_inputs, image_branch, one_hot_words, text_branch
+from mmvae_zoo.guides.base import Guide
+from mmvae_zoo.models.jmvae import JMVAEConfig, check_inputs, image_branch, one_hot_words, text_branch
 
 MODALITIES = ("x", "w")
 INPUTS = {"x": "x", "w": "y"}  # a modality -> the guide argument that carries it

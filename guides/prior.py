@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from flows import AffineCouplingFlow
-from guides.base import Guide
-from models.vlvae import VLVAEConfig, batch_size_of
+from mmvae_zoo.flows import AffineCouplingFlow
+from mmvae_zoo.guides.base import Guide
+from mmvae_zoo.models.vlvae import VLVAEConfig, batch_size_of
 
 
 class AggregatePrior(Guide):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
-from guides.base import Guide
+from mmvae_zoo.guides.base import Guide
 
 
 def refined_means(log_joint, x: torch.Tensor, z: torch.Tensor, steps: int, lr: float = 0.05) -> torch.Tensor:

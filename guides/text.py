@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 
-from flows import ConditionalAffineCouplingFlow
-from guides.base import Guide
-from guides.encoders import text_encoder
-from models.blocks import GaussianHead
-from models.vlvae import VLVAEConfig
+from mmvae_zoo.flows import ConditionalAffineCouplingFlow
+from mmvae_zoo.guides.base import Guide
+from mmvae_zoo.guides.encoders import text_encoder
+from mmvae_zoo.models.blocks import GaussianHead
+from mmvae_zoo.models.vlvae import VLVAEConfig
 
 
 class TextGuide(Guide):

@@ -9,8 +9,8 @@ This package imports none of ``models/``, ``guides/``, ``datasets/``, ``training
 (tests/test_layering.py checks it); the correctness classifiers are ``evaluation.correctness``.
 """
 
-from metrics.diagnostics import effective_sample_size, psis_backend_name, psis_khat
-from metrics.iwae import BoundEstimate, iwae_log_likelihood, log_importance_weights
+from mmvae_zoo.metrics.diagnostics import effective_sample_size, psis_backend_name, psis_khat
+from mmvae_zoo.metrics.iwae import BoundEstimate, iwae_log_likelihood, log_importance_weights
 
 __all__ = [
     "BoundEstimate",

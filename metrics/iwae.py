@@ -86,7 +86,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 from pyro.infer.util import is_validation_enabled
 
-from metrics.diagnostics import effective_sample_size, psis_khat
+from mmvae_zoo.metrics.diagnostics import effective_sample_size, psis_khat
 
 __all__ = [
     "BoundEstimate",

@@ -31,10 +31,10 @@ from torch import nn
 from torch.distributions.utils import broadcast_all
 from torch.nn import functional as F
 
-from models.blocks import Block, ImageDecoderNet, ImageEncoderNet
-from models.config import NetConfig
-from models.registration import register
-from models.vlvae import ALPHA_EPS, PIXEL_EPS, MeanBeta, batch_size_of
+from mmvae_zoo.models.blocks import Block, ImageDecoderNet, ImageEncoderNet
+from mmvae_zoo.models.config import NetConfig
+from mmvae_zoo.models.registration import register
+from mmvae_zoo.models.vlvae import ALPHA_EPS, PIXEL_EPS, MeanBeta, batch_size_of
 
 FAMILIES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "beta")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import Block, ResidualMLP
+from mmvae_zoo.models.blocks import Block, ResidualMLP
 
 
 class TextDecoderNet(Block):

@@ -20,10 +20,10 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from models.blocks import ImageDecoderNet, ResidualMLP
-from models.config import NetConfig
-from models.registration import register
-from models.text import TextDecoderNet
+from mmvae_zoo.models.blocks import ImageDecoderNet, ResidualMLP
+from mmvae_zoo.models.config import NetConfig
+from mmvae_zoo.models.registration import register
+from mmvae_zoo.models.text import TextDecoderNet
 
 PIXEL_EPS = 1e-3  # pixels are clamped into (eps, 1 - eps): the Beta density is infinite at 0 and 1
 ALPHA_EPS = 1e-4

@@ -18,13 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from datasets.cache import default_root  # noqa: E402
-from datasets.registry import describe  # noqa: E402
-from datasets.render import check_image_size  # noqa: E402
-from evaluation.correctness import (CLASSIFIERS, CONFIG_FILE, ClassifierConfig, default_classifier_dir,  # noqa: E402
+from mmvae_zoo.datasets.cache import default_root  # noqa: E402
+from mmvae_zoo.datasets.registry import describe  # noqa: E402
+from mmvae_zoo.datasets.render import check_image_size  # noqa: E402
+from mmvae_zoo.evaluation.correctness import (CLASSIFIERS, CONFIG_FILE, ClassifierConfig, default_classifier_dir,  # noqa: E402
                                     save_classifier, train_classifier)
-from training.config import DataConfig  # noqa: E402
-from training.rundir import (REPORTED_ERRORS, RunError, check_count, check_finite, check_folder,  # noqa: E402
+from mmvae_zoo.training.config import DataConfig  # noqa: E402
+from mmvae_zoo.training.rundir import (REPORTED_ERRORS, RunError, check_count, check_finite, check_folder,  # noqa: E402
                              check_seed, error_message, parse_device)
 
 DEFAULTS = ClassifierConfig()
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
           f"validation accuracy:")
     for slot, accuracy in record["accuracy"].items():
         print(f"  {SUMMARY_LABELS.get(slot, slot):<20} {accuracy:.2%}")
-    print(f"saved in {out} ({CONFIG_FILE}, weights); load with evaluation.correctness.load_classifier('{out}')")
+    print(f"saved in {out} ({CONFIG_FILE}, weights); load with mmvae_zoo.evaluation.correctness.load_classifier('{out}')")
     return 0
 
 

@@ -29,15 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from datasets.cache import default_root  # noqa: E402
-from datasets.registry import make_dataset  # noqa: E402
-from evaluation import jmvae as jmvae_report  # noqa: E402
-from evaluation.correctness import CONFIG_FILE, default_classifier_dir, get_or_train_classifier  # noqa: E402
-from evaluation.report import (aggregate, ceiling_curve_markdown, ceiling_row, markdown, prior_row,  # noqa: E402
+from mmvae_zoo.datasets.cache import default_root  # noqa: E402
+from mmvae_zoo.datasets.registry import make_dataset  # noqa: E402
+from mmvae_zoo.evaluation import jmvae as jmvae_report  # noqa: E402
+from mmvae_zoo.evaluation.correctness import CONFIG_FILE, default_classifier_dir, get_or_train_classifier  # noqa: E402
+from mmvae_zoo.evaluation.report import (aggregate, ceiling_curve_markdown, ceiling_row, markdown, prior_row,  # noqa: E402
                                semi_amortised, text_guide_row, validation_batches)
-from training.rundir import (REPORTED_ERRORS, RunDir, RunError, atomic_write_text, check_count,  # noqa: E402
+from mmvae_zoo.training.rundir import (REPORTED_ERRORS, RunDir, RunError, atomic_write_text, check_count,  # noqa: E402
                             check_folder, check_seed, error_message, parse_device)
-from training.runs import load_run  # noqa: E402
+from mmvae_zoo.training.runs import load_run  # noqa: E402
 
 
 # Per model: test points and importance samples when --num-points and --particles are not given.
@@ -265,6 +265,11 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> int:
+    """The command (``python run/evaluate.py`` and the ``mmvae-evaluate`` console script)."""
     torch.set_flush_denormal(True)  # as in run/svi.py: before any parallel op, so every thread
-    sys.exit(main())
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 
-from evaluation import figures  # noqa: E402
-from training.rundir import (REPORTED_ERRORS, RunDir, RunError, check_count, check_output_file,  # noqa: E402
+from mmvae_zoo.evaluation import figures  # noqa: E402
+from mmvae_zoo.training.rundir import (REPORTED_ERRORS, RunDir, RunError, check_count, check_output_file,  # noqa: E402
                             check_seed, error_message, parse_device)
 
 IMAGE_TYPES = tuple(FigureCanvasBase.get_supported_filetypes())  # what --out may end in: png, pdf, svg, ...

@@ -12,11 +12,11 @@ import math  # noqa: E402
 
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 
-from datasets.cache import default_root  # noqa: E402
-from datasets.render import check_image_size  # noqa: E402
-from datasets.two_objects import SingleObject, TwoObjects  # noqa: E402
-from evaluation.plots import save_grid  # noqa: E402
-from training.rundir import (REPORTED_ERRORS, check_count, check_folder, check_output_file, check_seed,  # noqa: E402
+from mmvae_zoo.datasets.cache import default_root  # noqa: E402
+from mmvae_zoo.datasets.render import check_image_size  # noqa: E402
+from mmvae_zoo.datasets.two_objects import SingleObject, TwoObjects  # noqa: E402
+from mmvae_zoo.evaluation.plots import save_grid  # noqa: E402
+from mmvae_zoo.training.rundir import (REPORTED_ERRORS, check_count, check_folder, check_output_file, check_seed,  # noqa: E402
                             error_message)
 
 DATASETS = {"two_objects": TwoObjects, "single_object": SingleObject}

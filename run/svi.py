@@ -13,7 +13,7 @@ trained to the end yet, the command trains it first (phase 1 of 2), then the gui
 Stopped with Ctrl-C or SIGTERM, it checkpoints and prints the command that continues it (the
 same with ``--resume``), which finishes whatever phase was stopped and starts those after it.
 Every run writes a run directory (config.json, checkpoints, metrics.jsonl, sample grids) that
-``training.runs.load_run`` loads back in one call.
+``mmvae_zoo.training.runs.load_run`` loads back in one call.
 
 Data parallel on N GPUs (or N CPU processes with gloo): ``torchrun --nproc_per_node=N run/svi.py ...``;
 --batch-size is then per process (see training/distributed.py).
@@ -36,16 +36,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from datasets.cache import default_root  # noqa: E402
-from datasets.registry import DATASETS  # noqa: E402
-from datasets.render import check_image_size  # noqa: E402
-from models.blocks import PRECISIONS  # noqa: E402
-from training import distributed  # noqa: E402
-from training.config import FROZEN_MODEL_GUIDES, LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
-from training.rundir import (REPORTED_ERRORS, RunDir, RunError, check_finite, check_folder, check_seed,  # noqa: E402
+from mmvae_zoo.datasets.cache import default_root  # noqa: E402
+from mmvae_zoo.datasets.registry import DATASETS  # noqa: E402
+from mmvae_zoo.datasets.render import check_image_size  # noqa: E402
+from mmvae_zoo.models.blocks import PRECISIONS  # noqa: E402
+from mmvae_zoo.training import distributed  # noqa: E402
+from mmvae_zoo.training.config import FROZEN_MODEL_GUIDES, LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
+from mmvae_zoo.training.rundir import (REPORTED_ERRORS, RunDir, RunError, check_finite, check_folder, check_seed,  # noqa: E402
                             error_message, load_file, parse_device)
-from training.schemes import MODELS, SCHEMES, schemes_of  # noqa: E402
-from training.trainer import RESUMABLE_FLAGS, Interrupted, train  # noqa: E402
+from mmvae_zoo.training.schemes import MODELS, SCHEMES, schemes_of  # noqa: E402
+from mmvae_zoo.training.trainer import RESUMABLE_FLAGS, Interrupted, train  # noqa: E402
 
 DEFAULTS = {"vlvae": ("image", "two_objects"), "jmvae": ("kl", "mnist")}  # model -> (guide, dataset)
 RENDERED = ("two_objects", "single_object")  # the datasets made here, of any size and number of images
@@ -366,7 +366,7 @@ def summarize(phases: list[Phase], device) -> None:
     last = (final.run.metrics() or [{}])[-1]
     print("last logged: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))
     print(f"run directory: {final.run.path}  (samples in {final.run.samples}, load with "
-          f"training.runs.load_run('{final.run.path}'))")
+          f"mmvae_zoo.training.runs.load_run('{final.run.path}'))")
 
 
 def nothing_to_train(phases: list[Phase]) -> str:
@@ -375,7 +375,7 @@ def nothing_to_train(phases: list[Phase]) -> str:
     flag = "--guide-steps" if final.config.guide in FROZEN_MODEL_GUIDES else "--steps"
     runs = ", ".join(str(phase.run.path) for phase in phases if phase.run.exists())
     return (f"nothing to train: {'every phase' if len(phases) > 1 else 'the run'} is trained to the end ({runs}); "
-            f"load {final.run.path} with training.runs.load_run('{final.run.path}'), or train it longer with "
+            f"load {final.run.path} with mmvae_zoo.training.runs.load_run('{final.run.path}'), or train it longer with "
             f"--resume and a larger {flag}")
 
 
@@ -486,10 +486,15 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> int:
+    """The command (``python run/svi.py`` and the ``mmvae-svi`` console script)."""
     # Adam's state fills with subnormal floats that the CPU handles slowly (bench/bench_epoch.py).
     # Flush them to zero before the first parallel torch op: the intra-op worker threads are made
     # later from this thread and inherit its floating-point mode (tests/test_training.py checks it).
     # Set here, not in main(), as it is process-wide state that callers of main() should not inherit.
     torch.set_flush_denormal(True)
-    sys.exit(main())
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

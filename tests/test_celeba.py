@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import celeba
-from datasets.celeba import BLANK, WORDS, CelebA
+from mmvae_zoo.datasets import celeba
+from mmvae_zoo.datasets.celeba import BLANK, WORDS, CelebA
 
 NAMES = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
          "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "

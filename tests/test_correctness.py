@@ -7,18 +7,18 @@ import pytest
 import torch
 from torch import nn
 
-from datasets import celeba
-from datasets.celeba import CelebA
-from datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB, true_relations
-from evaluation import correctness as correctness_module
-from evaluation.correctness import (CONFIG_FILE, OBJECT_SLOTS, RELATION_SLOT, SLOT_NAMES, WEIGHTS_FILE,
+from mmvae_zoo.datasets import celeba
+from mmvae_zoo.datasets.celeba import CelebA
+from mmvae_zoo.datasets.two_objects import COLOURS, MATERIALS, RELATIONS, SHAPES, SIZES, VOCAB, true_relations
+from mmvae_zoo.evaluation import correctness as correctness_module
+from mmvae_zoo.evaluation.correctness import (CONFIG_FILE, OBJECT_SLOTS, RELATION_SLOT, SLOT_NAMES, WEIGHTS_FILE,
                                     CelebAClassifier, ClassifierConfig, TwoObjectsClassifier, celeba_correctness,
                                     correctness, gaussian_blur, get_or_train_classifier, load_classifier,
                                     save_classifier, train_classifier, two_objects_correctness, two_objects_text_hits)
-from run import classifier as cli
+from mmvae_zoo.run import classifier as cli
 from tests.test_celeba import make_celeba
-from training.config import DataConfig
-from training.rundir import RunError
+from mmvae_zoo.training.config import DataConfig
+from mmvae_zoo.training.rundir import RunError
 
 TINY = ClassifierConfig(channels=8, hidden=32, steps=60, batch_size=16, lr=5e-3)
 OPPOSITE = {"right": "left", "left": "right", "front": "behind", "behind": "front"}

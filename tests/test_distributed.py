@@ -70,7 +70,7 @@ def _patch(setattr_, compare: bool = True):
     With ``compare`` false only the capture of the networks, and SIGTERM to the last rank during the
     (0-based) step ``DDP_TEST_INTERRUPT`` if set.
     """
-    from training.schemes import Components
+    from mmvae_zoo.training.schemes import Components
 
     svi = _svi()
     original_preset, original_loss, original_step = svi.preset, Components.loss, torch.optim.Adam.step
@@ -138,7 +138,7 @@ def _close(a, b, rtol=1e-4, atol=1e-6):
 
 
 def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path, monkeypatch, capsys):
-    from training.rundir import RunDir
+    from mmvae_zoo.training.rundir import RunDir
 
     # one process, global batch 8, 4 steps (also renders the dataset cache the workers read)
     svi, reference_grads = _patch(monkeypatch.setattr)
@@ -215,9 +215,9 @@ def test_two_process_run_interrupted_and_resumed_with_two_processes_ends_bit_ide
 
 
 def test_resuming_with_a_number_of_processes_that_does_not_split_the_global_batch_is_refused(monkeypatch):
-    from training import distributed
-    from training.config import preset
-    from training.rundir import RunError
+    from mmvae_zoo.training import distributed
+    from mmvae_zoo.training.config import preset
+    from mmvae_zoo.training.rundir import RunError
 
     stored, config = preset("tiny"), preset("tiny")
     stored.train.batch_size = config.train.batch_size = 3

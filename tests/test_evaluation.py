@@ -3,10 +3,10 @@ import pyro
 import pytest
 import torch
 
-from evaluation.bounds import bound_pairs, evaluate_bounds
-from training.rundir import RunDir
-from training.runs import load_run
-from training.trainer import train
+from mmvae_zoo.evaluation.bounds import bound_pairs, evaluate_bounds
+from mmvae_zoo.training.rundir import RunDir
+from mmvae_zoo.training.runs import load_run
+from mmvae_zoo.training.trainer import train
 from tests.helpers import tiny_config
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation import figures
-from training.config import preset
-from training.rundir import RunDir
-from training.trainer import train
+from mmvae_zoo.evaluation import figures
+from mmvae_zoo.training.config import preset
+from mmvae_zoo.training.rundir import RunDir
+from mmvae_zoo.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_training_curves(runs, tmp_path):
 
 
 def test_cli_draws_each_figure(runs, tmp_path, capsys):
-    from run.figures import main
+    from mmvae_zoo.run.figures import main
 
     commands = [["latent", str(runs["single"]), str(runs["single_agg"]), "--resolution", "30"],
                 ["reconstructions", str(runs["base"]), "--num", "2"],

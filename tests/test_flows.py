@@ -7,8 +7,8 @@ from torch.autograd.functional import jacobian
 
 import pyro
 import pyro.distributions as dist
-from flows import AffineCouplingFlow, ConditionalAffineCouplingFlow
-from flows.coupling import LOG_SCALE_MAX, LOG_SCALE_MIN
+from mmvae_zoo.flows import AffineCouplingFlow, ConditionalAffineCouplingFlow
+from mmvae_zoo.flows.coupling import LOG_SCALE_MAX, LOG_SCALE_MIN
 
 SMALL = (16, 16)
 CTX = 3

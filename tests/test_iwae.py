@@ -18,9 +18,9 @@ import torch
 from pyro import poutine
 from pyro.infer import RenyiELBO, Trace_ELBO
 
-from metrics import BoundEstimate, iwae_log_likelihood, log_importance_weights
-from metrics import diagnostics
-from metrics.diagnostics import effective_sample_size, psis_khat
+from mmvae_zoo.metrics import BoundEstimate, iwae_log_likelihood, log_importance_weights
+from mmvae_zoo.metrics import diagnostics
+from mmvae_zoo.metrics.diagnostics import effective_sample_size, psis_khat
 
 D, P, SIGMA, B = 4, 6, 0.6, 8  # B * D = 32: torch's CPU normal sampler is chunk-invariant
 DT = torch.float64
@@ -144,8 +144,8 @@ def test_k1_is_the_elbo_in_expectation(lg):
 
 
 def _zoo_vlvae():
-    from guides.encoders import ImageGuide
-    from models.vlvae import VLVAE
+    from mmvae_zoo.guides.encoders import ImageGuide
+    from mmvae_zoo.models.vlvae import VLVAE
     from tests.helpers import batch, tiny_net
 
     net = tiny_net()

@@ -14,18 +14,18 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from datasets import fetch
-from datasets.two_objects import VOCAB
-from evaluation.bounds import evaluate_bounds
-from evaluation.jmvae import jmvae_row
-from guides.elbos import JMVAEKLELBO, gaussian_kl
-from guides.jmvae import JointGuide, KLGuide, UnimodalGuide, ZeroedGuide
-from metrics import log_importance_weights
-from models.jmvae import JMVAE, JMVAEConfig, one_hot_words
-from training.config import RunConfig, preset, resolve
-from training.rundir import RunDir
-from training.schemes import build
-from training.runs import load_run
+from mmvae_zoo.datasets import fetch
+from mmvae_zoo.datasets.two_objects import VOCAB
+from mmvae_zoo.evaluation.bounds import evaluate_bounds
+from mmvae_zoo.evaluation.jmvae import jmvae_row
+from mmvae_zoo.guides.elbos import JMVAEKLELBO, gaussian_kl
+from mmvae_zoo.guides.jmvae import JointGuide, KLGuide, UnimodalGuide, ZeroedGuide
+from mmvae_zoo.metrics import log_importance_weights
+from mmvae_zoo.models.jmvae import JMVAE, JMVAEConfig, one_hot_words
+from mmvae_zoo.training.config import RunConfig, preset, resolve
+from mmvae_zoo.training.rundir import RunDir
+from mmvae_zoo.training.schemes import build
+from mmvae_zoo.training.runs import load_run
 from tests.test_mnist import fake_split
 
 MNIST_VOCAB = [str(d) for d in range(10)]
@@ -262,8 +262,8 @@ def test_vae_bound_is_log_p_x_with_proposal_q_z_given_x(vae_run):
 
 
 def _test_batch(components):
-    from datasets.registry import make_dataset
-    from evaluation.report import validation_batches
+    from mmvae_zoo.datasets.registry import make_dataset
+    from mmvae_zoo.evaluation.report import validation_batches
 
     return list(validation_batches(make_dataset(components.config.data, "val"), 8, 8, "cpu"))
 
@@ -335,7 +335,7 @@ def test_resolve_fills_mnist_shapes():
 
 
 def test_evaluate_refuses_two_runs_of_one_row_before_evaluating_any(kl_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("evaluation.jmvae.jmvae_row", lambda *a, **k: pytest.fail("evaluated before checking"))
+    monkeypatch.setattr("mmvae_zoo.evaluation.jmvae.jmvae_row", lambda *a, **k: pytest.fail("evaluated before checking"))
     path = str(kl_run[0].path)
     assert cli("evaluate")(["--model", "jmvae", "--runs", path, path, "--out", str(tmp_path / "e")]) == 2
     assert "is a second JMVAE-kl, alpha = 0.5 run; give one run per row" in capsys.readouterr().err

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import fetch, mnist
-from datasets.mnist import MNIST, dynamic_binarize
+from mmvae_zoo.datasets import fetch, mnist
+from mmvae_zoo.datasets.mnist import MNIST, dynamic_binarize
 
 SIZES = {"train": 20, "val": 6, "test": 8}
 
@@ -139,12 +139,12 @@ def test_checksum_mismatch_refuses_to_load(tmp_path, idx_root):
     path = fetch.SOURCES["mnist"].path(root)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not the real mnist.pkl.gz")
-    with pytest.raises(fetch.ChecksumError, match="SHA-256.*refusing.*python -m datasets.fetch mnist"):
+    with pytest.raises(fetch.ChecksumError, match="SHA-256.*refusing.*python -m mmvae_zoo.datasets.fetch mnist"):
         MNIST(root, "test")  # and no silent fallback to the IDX files beside it
 
 
 def test_missing_data_says_how_to_fetch(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"MNIST not found.*{tmp_path}.*python -m datasets.fetch mnist"):
+    with pytest.raises(FileNotFoundError, match=f"MNIST not found.*{tmp_path}.*python -m mmvae_zoo.datasets.fetch mnist"):
         MNIST(tmp_path)
 
 

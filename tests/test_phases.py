@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.rundir import RunDir
+from mmvae_zoo.training.rundir import RunDir
 from tests.helpers import bare_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def test_resumed_when_both_are_trained_it_says_so_and_trains_nothing(trained_her
         "  phase 1/2: base VLVAE (image) -> runs/vlvae-image-tiny: nothing to train (trained to step 4)",
         "  phase 2/2: q_Agg (text_agg) -> runs/vlvae-text_agg-tiny: nothing to train (trained to step 4)",
         "nothing to train: every phase is trained to the end (runs/vlvae-image-tiny, runs/vlvae-text_agg-tiny); "
-        "load runs/vlvae-text_agg-tiny with training.runs.load_run('runs/vlvae-text_agg-tiny'), or train it "
+        "load runs/vlvae-text_agg-tiny with mmvae_zoo.training.runs.load_run('runs/vlvae-text_agg-tiny'), or train it "
         "longer with --resume and a larger --guide-steps"]
     assert _snapshot(trained_here) == before
 

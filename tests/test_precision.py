@@ -5,12 +5,12 @@ import contextlib
 import pytest
 import torch
 
-from models.blocks import Block, outermost_blocks, set_precision
-from training.config import preset, resolve
-from training.rundir import RunDir
-from training.schemes import build
-from training.runs import load_run
-from training.trainer import cpu_has_bf16, train
+from mmvae_zoo.models.blocks import Block, outermost_blocks, set_precision
+from mmvae_zoo.training.config import preset, resolve
+from mmvae_zoo.training.rundir import RunDir
+from mmvae_zoo.training.schemes import build
+from mmvae_zoo.training.runs import load_run
+from mmvae_zoo.training.trainer import cpu_has_bf16, train
 from tests.helpers import tiny_config
 
 # bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per value). Measured on the batch below

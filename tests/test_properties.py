@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from hypothesis import given, settings, strategies as st
 
-from datasets import render
-from datasets.render import COLOURS, MATERIALS, SHAPES, SIZES
-from datasets.two_objects import RELATION_THRESHOLD, RELATIONS, TwoObjects, true_relations
-from metrics import BoundEstimate
+from mmvae_zoo.datasets import render
+from mmvae_zoo.datasets.render import COLOURS, MATERIALS, SHAPES, SIZES
+from mmvae_zoo.datasets.two_objects import RELATION_THRESHOLD, RELATIONS, TwoObjects, true_relations
+from mmvae_zoo.metrics import BoundEstimate
 
 OPPOSITE = {"right": "left", "left": "right", "front": "behind", "behind": "front"}
 FAST = settings(max_examples=60, deadline=None)

@@ -8,15 +8,15 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from guides import jmvae as jmvae_guides
-from guides.elbos import AggregateELBO, JMVAEKLELBO, LoggedTrace_ELBO
-from guides.encoders import ImageGuide
-from guides.prior import AggregatePrior
-from guides.text import TextGuide
-from models.jmvae import JMVAE, JMVAEConfig
-from models.vlvae import VLVAE
-from training.config import preset
-from training.schemes import SCHEMES, build
+from mmvae_zoo.guides import jmvae as jmvae_guides
+from mmvae_zoo.guides.elbos import AggregateELBO, JMVAEKLELBO, LoggedTrace_ELBO
+from mmvae_zoo.guides.encoders import ImageGuide
+from mmvae_zoo.guides.prior import AggregatePrior
+from mmvae_zoo.guides.text import TextGuide
+from mmvae_zoo.models.jmvae import JMVAE, JMVAEConfig
+from mmvae_zoo.models.vlvae import VLVAE
+from mmvae_zoo.training.config import preset
+from mmvae_zoo.training.schemes import SCHEMES, build
 from tests.helpers import batch, tiny_config, tiny_net
 
 
@@ -143,7 +143,7 @@ def test_two_guides_of_one_class_train_side_by_side_q_true_and_q_agg(tmp_path):
 
 
 def test_the_param_store_holds_the_modules_own_tensors_even_channels_last_ones():
-    from models.registration import register
+    from mmvae_zoo.models.registration import register
 
     conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import celeba, mnist
-from datasets.registry import describe, make_dataset
-from training.config import preset
-from training.rundir import RunDir
-from training.trainer import train
+from mmvae_zoo.datasets import celeba, mnist
+from mmvae_zoo.datasets.registry import describe, make_dataset
+from mmvae_zoo.training.config import preset
+from mmvae_zoo.training.rundir import RunDir
+from mmvae_zoo.training.trainer import train
 from tests.test_celeba import make_celeba
 from tests.test_mnist import write_idx
 

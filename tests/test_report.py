@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from datasets.registry import make_dataset
-from evaluation.correctness import SLOT_NAMES, ClassifierConfig, save_classifier, train_classifier
-from evaluation.report import (aggregate, ceiling, ceiling_by_slot, ceiling_row, markdown, semi_amortised,
+from mmvae_zoo.datasets.registry import make_dataset
+from mmvae_zoo.evaluation.correctness import SLOT_NAMES, ClassifierConfig, save_classifier, train_classifier
+from mmvae_zoo.evaluation.report import (aggregate, ceiling, ceiling_by_slot, ceiling_row, markdown, semi_amortised,
                                validation_batches)
-from training.rundir import RunDir
-from training.runs import load_run
-from training.trainer import train
+from mmvae_zoo.training.rundir import RunDir
+from mmvae_zoo.training.runs import load_run
+from mmvae_zoo.training.trainer import train
 from tests.helpers import bare_env, tiny_config
 from tests.test_correctness import Oracle
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.rundir import RunDir, RunError
-from training.schemes import Components
-from training.trainer import Interrupted, train
+from mmvae_zoo.training.rundir import RunDir, RunError
+from mmvae_zoo.training.schemes import Components
+from mmvae_zoo.training.trainer import Interrupted, train
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]

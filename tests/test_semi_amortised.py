@@ -1,4 +1,4 @@
-"""guides.semi_amortised: q(z|x) with its mean refined per image by gradient steps.
+"""mmvae_zoo.guides.semi_amortised: q(z|x) with its mean refined per image by gradient steps.
 
 On the linear-Gaussian model of ``test_iwae`` the exact posterior is known: refinement must carry
 an imperfect amortised mean to the posterior mean (the mode of log p(x|z) + log p(z)), raise the
@@ -10,11 +10,11 @@ import math
 import pyro.distributions as dist
 import torch
 
-from guides.base import Guide, sample_z
-from guides.semi_amortised import SemiAmortisedImageGuide
-from metrics import iwae_log_likelihood
+from mmvae_zoo.guides.base import Guide, sample_z
+from mmvae_zoo.guides.semi_amortised import SemiAmortisedImageGuide
+from mmvae_zoo.metrics import iwae_log_likelihood
 from tests.test_iwae import SIGMA, LinearGaussian
-from training.runs import load_run
+from mmvae_zoo.training.runs import load_run
 
 
 class ImageLinearGaussian(LinearGaussian):

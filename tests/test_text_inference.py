@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from training import samples
-from training.rundir import RunDir
-from training.schemes import build
-from training.runs import load_base, load_run
-from training.trainer import train
+from mmvae_zoo.training import samples
+from mmvae_zoo.training.rundir import RunDir
+from mmvae_zoo.training.schemes import build
+from mmvae_zoo.training.runs import load_base, load_run
+from mmvae_zoo.training.trainer import train
 from tests.helpers import tiny_config
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.config import RunConfig, preset
-from training.rundir import RunDir, RunError
-from training.runs import load_run
-from training.trainer import train
+from mmvae_zoo.training.config import RunConfig, preset
+from mmvae_zoo.training.rundir import RunDir, RunError
+from mmvae_zoo.training.runs import load_run
+from mmvae_zoo.training.trainer import train
 from tests.helpers import bare_env, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +45,8 @@ def test_network_configs_share_netconfig_and_keep_their_json(model):
     """Both network configs inherit NetConfig's fields; names, defaults and config.json are unchanged."""
     import dataclasses
 
-    from models.config import NetConfig
-    from training.config import NETS
+    from mmvae_zoo.models.config import NetConfig
+    from mmvae_zoo.training.config import NETS
 
     cls, old = NETS[model], json.loads(OLD_NET_JSON[model])
     assert issubclass(cls, NetConfig) and {f.name for f in dataclasses.fields(NetConfig)} <= set(old)
@@ -57,7 +57,7 @@ def test_network_configs_share_netconfig_and_keep_their_json(model):
 
 
 def test_network_flags_reach_the_run_config():
-    from run import svi
+    from mmvae_zoo.run import svi
     args = svi.parser().parse_args(["--preset", "cpu", "--num-down", "2", "--lr-decay", "constant"])
     config = svi.make_config(args, torch.device("cpu"))
     assert (config.net.num_down, config.train.lr_decay) == (2, "constant")
@@ -81,9 +81,9 @@ def test_base_run_layout(tiny_base_run):
 
 
 def _loss_on_fixed_batch(run_path):
-    from training.runs import load_run
+    from mmvae_zoo.training.runs import load_run
     import pyro
-    from datasets.two_objects import TwoObjects
+    from mmvae_zoo.datasets.two_objects import TwoObjects
     components = load_run(run_path)
     config = components.config
     data = TwoObjects(config.data.root, "val", image_size=32, num_train=config.data.num_train,

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import render
-from datasets.render import COLOURS, MATERIALS, SHAPES, SIZES, Objects
-from datasets.two_objects import (RELATION_THRESHOLD, RELATIONS, SINGLE_VOCAB, VOCAB, SingleObject, TwoObjects,
+from mmvae_zoo.datasets import render
+from mmvae_zoo.datasets.render import COLOURS, MATERIALS, SHAPES, SIZES, Objects
+from mmvae_zoo.datasets.two_objects import (RELATION_THRESHOLD, RELATIONS, SINGLE_VOCAB, VOCAB, SingleObject, TwoObjects,
                                   generate)
 
 N = 40  # five chunks of 8

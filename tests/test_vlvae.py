@@ -6,12 +6,12 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from guides.encoders import ImageGuide, JointGuide
-from guides.elbos import LoggedTrace_ELBO
-from models.blocks import GaussianHead, ImageDecoderNet, ImageEncoderNet, TextEncoderNet
-from models.text import TextDecoderNet
-from models.vlvae import VLVAE
-from training.schemes import build, warmup
+from mmvae_zoo.guides.encoders import ImageGuide, JointGuide
+from mmvae_zoo.guides.elbos import LoggedTrace_ELBO
+from mmvae_zoo.models.blocks import GaussianHead, ImageDecoderNet, ImageEncoderNet, TextEncoderNet
+from mmvae_zoo.models.text import TextDecoderNet
+from mmvae_zoo.models.vlvae import VLVAE
+from mmvae_zoo.training.schemes import build, warmup
 from tests.helpers import batch, tiny_config, tiny_net
 
 
@@ -36,7 +36,7 @@ def test_networks_take_leading_particle_dims():
 
 
 def test_mean_beta_is_torchs_beta():
-    from models.vlvae import MeanBeta
+    from mmvae_zoo.models.vlvae import MeanBeta
 
     g = torch.Generator().manual_seed(0)
     alpha = torch.rand(4, 3, 5, 5, generator=g).clamp(1e-4, 1 - 1e-4).requires_grad_()
@@ -51,7 +51,7 @@ def test_mean_beta_is_torchs_beta():
 
 
 def test_compile_blocks_compiles_the_outermost_blocks_in_place(tmp_path):
-    from models.blocks import compile_blocks
+    from mmvae_zoo.models.blocks import compile_blocks
 
     components = build(tiny_config(tmp_path, "image"))
     model, guide = components.model, components.guide

@@ -5,8 +5,8 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from datasets.loader import BatchLoader
-from datasets.vocab import PAD, Vocabulary
+from mmvae_zoo.datasets.loader import BatchLoader
+from mmvae_zoo.datasets.vocab import PAD, Vocabulary
 
 WORDS = ["small", "large", "red", "blue"]
 

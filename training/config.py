@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.blocks import PRECISIONS
-from models.jmvae import JMVAEConfig
-from models.vlvae import VLVAEConfig
+from mmvae_zoo.models.blocks import PRECISIONS
+from mmvae_zoo.models.jmvae import JMVAEConfig
+from mmvae_zoo.models.vlvae import VLVAEConfig
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _tiny() -> RunConfig:
 
 def resolve(config: RunConfig) -> RunConfig:
     """Fill the network's vocabulary, text length and image shape in from the dataset."""
-    from datasets.registry import describe
+    from mmvae_zoo.datasets.registry import describe
 
     vocab, config.net.text_length, config.net.image_shape = describe(config.data)
     config.net.vocab = vocab.to_list()

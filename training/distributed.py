@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from training.rundir import RunError, rng_state, set_rng_state
+from mmvae_zoo.training.rundir import RunError, rng_state, set_rng_state
 
 TIMEOUT = timedelta(minutes=int(os.environ.get("MMVAE_DIST_TIMEOUT_MIN", "60")))  # rank 0 may render data meanwhile
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.config import RunConfig
+from mmvae_zoo.training.config import RunConfig
 
 
 class RunError(Exception):
@@ -219,8 +219,8 @@ def _checkpoint(path: Path) -> dict:
 
 def _check_config(config: RunConfig) -> None:
     """Refuse a config.json that parsed but names no model, scheme or settings a run can have."""
-    from training.config import check_train
-    from training.schemes import MODELS, schemes_of
+    from mmvae_zoo.training.config import check_train
+    from mmvae_zoo.training.schemes import MODELS, schemes_of
 
     if config.model not in MODELS:
         raise ValueError(f"unknown model {config.model!r}")
@@ -323,7 +323,8 @@ def _path_in_traceback(e: BaseException):
     """The innermost ``path`` or ``filename`` a function of this project was reading when ``e`` was raised."""
     found = None
     for frame, _ in traceback.walk_tb(e.__traceback__):
-        if frame.f_globals.get("__name__", "").split(".")[0] not in ("datasets", "training", "metrics", "evaluation"):
+        module = frame.f_globals.get("__name__", "").split(".")
+        if module[0] != "mmvae_zoo" or module[1:2] not in (["datasets"], ["training"], ["metrics"], ["evaluation"]):
             continue
         for name in ("path", "filename", "file"):
             value = frame.f_locals.get(name)
@@ -344,7 +345,7 @@ def error_message(e: BaseException, data_root=None) -> str:
         where = _path_in_traceback(e)
         where = where if where is not None else f"a file under the data root {data_root}" if data_root \
             else "a file it read"
-        text = (f"{where} is corrupt or truncated ({type(e).__name__}: {e}); replace it (python -m datasets.fetch "
+        text = (f"{where} is corrupt or truncated ({type(e).__name__}: {e}); replace it (python -m mmvae_zoo.datasets.fetch "
                 f"for MNIST), or delete it to have it made again")
     elif isinstance(e, OSError) and e.filename is not None:
         text = (f"{e.filename}: {e.strerror or e}; check that the path is of the right kind (file or folder), "

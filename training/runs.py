@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from training.rundir import RunDir, RunError, load_file
-from training.schemes import Components, build
+from mmvae_zoo.training.rundir import RunDir, RunError, load_file
+from mmvae_zoo.training.schemes import Components, build
 
 
 def pick_device(name: str = "auto") -> torch.device:

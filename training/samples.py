@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evaluation.plots import save_grid  # a leaf: imports nothing of the project
+from mmvae_zoo.evaluation.plots import save_grid  # a leaf: imports nothing of the project
 
 NUM_FIXED = 8        # validation pairs shown in every grid
 SAMPLES_PER_TEXT = 6  # images decoded from z ~ q(z|y) per given text (paper Fig. 4)

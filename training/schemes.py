@@ -37,16 +37,16 @@ import pyro.infer
 import torch
 from torch import nn
 
-from datasets.vocab import Vocabulary
-from guides import jmvae as jmvae_guides
-from guides.base import Guide
-from guides.elbos import AggregateELBO, JMVAEKLELBO, LoggedTrace_ELBO
-from guides.encoders import ImageGuide, JointGuide
-from guides.prior import AggregatePrior
-from guides.text import TextGuide
-from models.jmvae import JMVAE
-from models.vlvae import VLVAE
-from training.config import RunConfig, TrainConfig
+from mmvae_zoo.datasets.vocab import Vocabulary
+from mmvae_zoo.guides import jmvae as jmvae_guides
+from mmvae_zoo.guides.base import Guide
+from mmvae_zoo.guides.elbos import AggregateELBO, JMVAEKLELBO, LoggedTrace_ELBO
+from mmvae_zoo.guides.encoders import ImageGuide, JointGuide
+from mmvae_zoo.guides.prior import AggregatePrior
+from mmvae_zoo.guides.text import TextGuide
+from mmvae_zoo.models.jmvae import JMVAE
+from mmvae_zoo.models.vlvae import VLVAE
+from mmvae_zoo.training.config import RunConfig, TrainConfig
 
 STEP_DECAY_SHARE = 0.1   # lr_decay "step": the last 10% of the steps ...
 STEP_DECAY_FACTOR = 0.1  # ... run at a tenth of the rate

@@ -14,14 +14,14 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from datasets.loader import BatchLoader
-from datasets.registry import make_dataset
-from models.blocks import compile_blocks, set_precision
-from training import distributed, samples
-from training.config import RunConfig, resolve
-from training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
-from training.runs import load_base, load_modules
-from training.schemes import Components, build, learning_rate
+from mmvae_zoo.datasets.loader import BatchLoader
+from mmvae_zoo.datasets.registry import make_dataset
+from mmvae_zoo.models.blocks import compile_blocks, set_precision
+from mmvae_zoo.training import distributed, samples
+from mmvae_zoo.training.config import RunConfig, resolve
+from mmvae_zoo.training.rundir import RunDir, RunError, atomic_save, load_file, set_rng_state
+from mmvae_zoo.training.runs import load_base, load_modules
+from mmvae_zoo.training.schemes import Components, build, learning_rate
 
 
 def seed_everything(seed: int) -> None:
