@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -61,10 +62,22 @@ def fixed_binarize(grey: np.ndarray, seed: int) -> np.ndarray:
     return np.where(uniform * 255 < grey, 255, 0).astype(np.uint8)
 
 
+# What a corrupt or truncated compressed file raises while it is read.
+CORRUPT_FILE_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, pickle.UnpicklingError)
+
+
+def _corrupt(path: Path, e: Exception) -> ValueError:
+    return ValueError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); replace it (python -m "
+                      f"mmvae_zoo.datasets.fetch mnist), or delete it to have it made again")
+
+
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """The uint8 array of an IDX file (magic 0x0000080N, N = ``ndim``), plain or gzipped."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        data = f.read()
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            data = f.read()
+    except CORRUPT_FILE_ERRORS as e:
+        raise _corrupt(path, e) from None
     magic = data[:4]
     if magic != bytes([0, 0, IDX_UBYTE, ndim]):
         raise ValueError(f"{path} is not an IDX file of {ndim}-d unsigned bytes: magic {magic.hex()}, "
@@ -78,8 +91,11 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 def _read_pickle(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    with gzip.open(path, "rb") as f:
-        parts = pickle.load(f, encoding="latin1")  # safe: only called after the SHA-256 check
+    try:
+        with gzip.open(path, "rb") as f:
+            parts = pickle.load(f, encoding="latin1")  # safe: only called after the SHA-256 check
+    except CORRUPT_FILE_ERRORS as e:
+        raise _corrupt(path, e) from None
     x, y = parts[PICKLE_PARTS[split]]
     grey = np.round(np.asarray(x, np.float32) * 255).astype(np.uint8)
     return grey.reshape(-1, *IMAGE_SHAPE), np.asarray(y, np.int64)

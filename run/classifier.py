@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         classifier = train_classifier(data, config, device, progress=not args.no_progress)
         save_classifier(classifier, out)
     except REPORTED_ERRORS as e:  # a bad flag or folder; an OS error; a corrupt data file
-        print(f"error: {error_message(e, data.root or default_root())}", file=sys.stderr)
+        print(f"error: {error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing saved", file=sys.stderr)

@@ -58,7 +58,7 @@ def main(argv=None):
         print(f"interrupted; {out} not written", file=sys.stderr)
         return 130
     except REPORTED_ERRORS as e:  # a bad flag or path; an OS error; a corrupt cache
-        print(f"error: {error_message(e, args.root or default_root())}", file=sys.stderr)
+        print(f"error: {error_message(e)}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0

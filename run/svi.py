@@ -478,7 +478,7 @@ def main(argv=None) -> int:
         return 130
     except REPORTED_ERRORS as e:  # a bad flag, file or folder; an OS error; a corrupt data file
         rank = distributed.context().rank
-        line = error_message(e, config and (config.data.root or default_root()))
+        line = error_message(e)
         print(f"error{f' (rank {rank})' if rank else ''}: {line}", file=sys.stderr)
         return 2
     finally:

@@ -12,15 +12,10 @@ state, so a resumed run continues exactly.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
-import pickle
 import random
-import traceback
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -314,40 +309,14 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
-# What reading a corrupt or truncated compressed file raises (gzip.BadGzipFile is an OSError without a
-# file name; the others are no OSError at all).
-CORRUPT_FILE_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile, pickle.UnpicklingError)
-
-
-def _path_in_traceback(e: BaseException):
-    """The innermost ``path`` or ``filename`` a function of this project was reading when ``e`` was raised."""
-    found = None
-    for frame, _ in traceback.walk_tb(e.__traceback__):
-        module = frame.f_globals.get("__name__", "").split(".")
-        if module[0] != "mmvae_zoo" or module[1:2] not in (["datasets"], ["training"], ["metrics"], ["evaluation"]):
-            continue
-        for name in ("path", "filename", "file"):
-            value = frame.f_locals.get(name)
-            if isinstance(value, (str, Path)):
-                found = value
-    return found
-
-
 # What a command reports as one line on stderr with exit status 2 (anything else is a bug: a traceback).
-REPORTED_ERRORS = (RunError, ValueError, OSError, *CORRUPT_FILE_ERRORS)
+REPORTED_ERRORS = (RunError, ValueError, OSError)
 
 
-def error_message(e: BaseException, data_root=None) -> str:
+def error_message(e: BaseException) -> str:
     """``e`` (one of ``REPORTED_ERRORS``) as one line saying what to do. Our own errors say it
-    already; an OS error (a path of the wrong kind, a permission, a full disk) or a corrupt compressed
-    file gets a line naming the file, found in the traceback where the error does not name it."""
-    if isinstance(e, CORRUPT_FILE_ERRORS):
-        where = _path_in_traceback(e)
-        where = where if where is not None else f"a file under the data root {data_root}" if data_root \
-            else "a file it read"
-        text = (f"{where} is corrupt or truncated ({type(e).__name__}: {e}); replace it (python -m mmvae_zoo.datasets.fetch "
-                f"for MNIST), or delete it to have it made again")
-    elif isinstance(e, OSError) and e.filename is not None:
+    already; an OS error (a path of the wrong kind, a permission, a full disk) gets a line naming the file."""
+    if isinstance(e, OSError) and e.filename is not None:
         text = (f"{e.filename}: {e.strerror or e}; check that the path is of the right kind (file or folder), "
                 f"that you may read and write it, and that its disk has room")
     else:
