@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import warnings
@@ -26,6 +27,13 @@ def default_root() -> Path:
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "mmvae-zoo"
+
+
+def worker_pool(workers: int) -> multiprocessing.pool.Pool:
+    """A pool of ``workers`` processes started from a fresh server process ("forkserver"), not forked from
+    this one: a process that has already run torch holds OpenMP threads, and a child forked from it can
+    hang on their locks (seen once in CI, rendering after training had started in the same process)."""
+    return multiprocessing.get_context("forkserver").Pool(workers)
 
 
 def cache_key(**params) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .base import ImageTextDataset
-from .cache import cache_key, default_root, load_or_build
+from .cache import cache_key, default_root, load_or_build, worker_pool
 from .vocab import Vocabulary
 
 WORDS = ("Bushy_Eyebrows", "Male", "Female", "Mouth_Slightly_Open", "Smiling", "Bald", "Bangs", "Black_Hair",
@@ -164,7 +163,7 @@ def convert_images(folder: Path, files: list[str], progress: bool = True) -> np.
     workers = min(len(os.sched_getaffinity(0)), len(chunks))
     parallel = len(files) >= PARALLEL_MIN_IMAGES and workers > 1
     bar = tqdm(total=len(files), desc="CelebA: decoding JPEGs once", unit="img", disable=not progress)
-    with bar, (multiprocessing.Pool(workers) if parallel else contextlib.nullcontext()) as pool:
+    with bar, (worker_pool(workers) if parallel else contextlib.nullcontext()) as pool:
         start = 0
         for block in (pool.imap(_convert_chunk, chunks) if parallel else map(_convert_chunk, chunks)):
             images[start:start + len(block)] = block

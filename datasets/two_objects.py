@@ -27,7 +27,6 @@ object named first, and relation: int64 [N], an index into RELATIONS.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from tqdm import tqdm
 
 from . import render
 from .base import ImageTextDataset
-from .cache import cache_key, default_root, load_or_build
+from .cache import cache_key, default_root, load_or_build, worker_pool
 from .render import COLOURS, MATERIALS, SHAPES, SIZES, Objects
 from .vocab import Vocabulary
 
@@ -197,7 +196,7 @@ def generate(dataset: type[_RenderedScenes], split: str, count: int, image_size:
             for start in range(0, count, CHUNK)]
     out = {}
     with tqdm(total=count, desc=f"rendering {dataset.name} {split}", unit="img", disable=not progress) as bar:
-        pool = multiprocessing.Pool(min(workers, len(jobs))) if workers > 1 and len(jobs) > 1 else None
+        pool = worker_pool(min(workers, len(jobs))) if workers > 1 and len(jobs) > 1 else None
         try:
             parts = pool.imap(_render_chunk_args, jobs) if pool else map(_render_chunk_args, jobs)
             for (*_, start, stop), part in zip(jobs, parts):
