@@ -1,11 +1,14 @@
 """Step time of the Pyro training step against the same networks and loss written in plain
 PyTorch, measured in one run with the two interleaved so machine noise hits both alike:
-the VLVAE's Eq. 1 on Two Objects, or JMVAE-kl's Eq. 4 on MNIST-shaped data.
+the VLVAE's Eq. 1 on Two Objects, or JMVAE-kl's Eq. 4 on MNIST-shaped data. With ``--guide
+text_agg``, q_Agg's step (Eq. 5) with the frozen image encoder run at each step against q(z|x)
+looked up from the table the trainer caches (``Components.cache_image_posteriors``).
 
     python bench/bench_step.py --preset cpu                  # VLVAE, 64x64, batch 128
     python bench/bench_step.py --preset paper                # VLVAE, 112x112, batch 20 (use a GPU)
     python bench/bench_step.py --model jmvae --preset cpu    # JMVAE-kl, paper MLPs, batch 100
     python bench/bench_step.py --precision fp32 bf16         # also the Pyro step with bf16 networks
+    python bench/bench_step.py --guide text_agg              # q_Agg's step, encoder run or q(z|x) cached
 
 Prints the median step time of each and their ratio (target: Pyro <= 1.10x plain). Both run with
 validation off, as the trainer runs every step after its first. With several ``--precision``s the
@@ -81,15 +84,22 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=list(PRECISIONS),
                    help="the Pyro step's precision(s), timed in turn in each round (default fp32)")
+    p.add_argument("--guide", default="image", choices=("image", "text_agg"),
+                   help="image (the model's step, against plain PyTorch) or text_agg (q_Agg's step with the image "
+                        "encoder run at each step against q(z|x) cached for the preset's training set size)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    if args.guide == "text_agg" and (args.model != "vlvae" or args.precision != ["fp32"]):
+        p.error("--guide text_agg times the VLVAE's q_Agg in fp32: leave --model and --precision out")
     if args.model == "jmvae":  # MNIST's shapes without reading MNIST: 10 one-word labels
         config = preset(args.preset, "mnist", "jmvae")
         config.net.vocab, config.net.text_length = [str(d) for d in range(10)], 1
     else:
         config = resolve(preset(args.preset))
+        config.guide = args.guide
     device = torch.device(args.device)
     components = build(config).to(device)
+    components.freeze()
     model, guide = components.model, components.guide
     t = config.train
     params = [p for m in components.trained().values() for p in m.parameters()]
@@ -113,8 +123,19 @@ def main(argv=None):
             return plain_jmvae_loss(components, x, y, 0.5, t.alpha)
         return plain_loss(model, guide, x, y, 0.5, t.x_weight, t.y_weight)
 
-    steps = {("pyro" if p == "fp32" else f"pyro_{p}"): pyro_step(p) for p in args.precision}
-    steps["plain"] = plain_step
+    if args.guide == "text_agg":  # the frozen q(z|x) of a training set of the preset's size, one random batch of it
+        images = torch.randint(0, 256, (config.data.num_train,) + config.net.image_shape, generator=g,
+                               dtype=torch.uint8).to(device)
+        index = torch.randperm(config.data.num_train, generator=g)[:t.batch_size].to(device)
+        x = images[index].float().div_(255)
+        start = time.perf_counter()
+        components.cache_image_posteriors(images, chunk=t.batch_size)
+        cache_seconds = time.perf_counter() - start
+        steps = {"encoded": lambda: components.loss(0, x, y)[0],
+                 "cached": lambda: components.loss(0, x, y, index=index)[0]}
+    else:
+        steps = {("pyro" if p == "fp32" else f"pyro_{p}"): pyro_step(p) for p in args.precision}
+        steps["plain"] = plain_step
     times = {name: [] for name in steps}
     for i in range(args.steps + 3):
         for name, step in steps.items():
@@ -131,16 +152,21 @@ def main(argv=None):
             if i >= 3:  # warm-up steps are not timed
                 times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(ts) for name, ts in times.items()}
-    print(f"{args.model}, preset {args.preset}, batch {t.batch_size}, image {config.net.image_shape}, device {device}, "
-          f"torch threads {torch.get_num_threads()}")
-    result = {"model": args.model, "preset": args.preset, "device": str(device), "batch_size": t.batch_size,
-              "threads": torch.get_num_threads()}
+    print(f"{args.model} {config.guide}, preset {args.preset}, batch {t.batch_size}, image {config.net.image_shape}, "
+          f"device {device}, torch threads {torch.get_num_threads()}")
+    result = {"model": args.model, "guide": config.guide, "preset": args.preset, "device": str(device),
+              "batch_size": t.batch_size, "threads": torch.get_num_threads()}
     for name, seconds in median.items():
         print(f"{name + ' step':16s} {seconds * 1000:8.1f} ms (median of {args.steps})")
         result[f"{name}_ms"] = round(seconds * 1000, 2)
     if "pyro" in median:
         print(f"ratio pyro/plain {median['pyro'] / median['plain']:.3f} (target <= 1.10)")
         result.update(ratio=round(median["pyro"] / median["plain"], 3), pyro_steps_per_s=round(1 / median["pyro"], 2))
+    if "cached" in median:
+        print(f"ratio cached/encoded {median['cached'] / median['encoded']:.3f}; the cache of "
+              f"{config.data.num_train} images took {cache_seconds:.1f} s")
+        result.update(ratio=round(median["cached"] / median["encoded"], 3), cache_s=round(cache_seconds, 2),
+                      num_train=config.data.num_train)
     for name in median.keys() - {"pyro", "plain"}:
         if "pyro" in median:
             print(f"ratio {name}/pyro {median[name] / median['pyro']:.3f}")

@@ -40,11 +40,16 @@ class BatchLoader:
             self._epoch, self._order = epoch, order.to(self.images.device)
         return self._order
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images float [B, C, H, W] in [0, 1], tokens long [B, L]) of training step ``step``."""
+    def indices(self, step: int) -> torch.Tensor:
+        """The dataset indices (long [B], on the device) of training step ``step``'s batch: this rank's slice."""
         epoch, i = divmod(step, self.steps_per_epoch)
         start = (i * self.world_size + self.rank) * self.batch_size
-        index = self._permutation(epoch)[start:start + self.batch_size]
+        return self._permutation(epoch)[start:start + self.batch_size]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images float [B, C, H, W] in [0, 1], tokens long [B, L]) of training step ``step``: the
+        items ``indices(step)``."""
+        index = self.indices(step)
         x = self.images[index].float().div_(255)
         if self.binarize:
             gen = torch.Generator(device=x.device).manual_seed(self.seed * 1_000_003 + step)

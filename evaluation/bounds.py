@@ -15,6 +15,11 @@ p(z) is N(0, I) for a base run and the learned q(z) for a ``prior_agg`` run. log
 the paired image's q(z|x) as proposal: any proposal gives a valid bound, and this one is
 shared by both priors, so Table 2 compares like with like.
 
+log p(x|y) is defined for every run with a q(z|y) (``text_guide``): the trained guide of a
+``text_true`` or ``text_agg`` run (the model and q(z|x) are then its base's), and the run's own
+q(z|y) of the schemes that train the VLVAE with one (``kl``, ``mvae``, ``mmvae``: their own model,
+q(z|x) and q(z|y)).
+
 JMVAE runs (Suzuki et al., 4.3.1 and appendix B; x the image, w the text or label):
 
 | name                   | model density         | proposal   | where                          |
@@ -63,9 +68,9 @@ def bound_pairs(components) -> dict:
         "log p(x)": (lambda x, y: model(x, None), proposal),
         "log p(y)": (lambda x, y: model(None, y), proposal),
     }
-    if components.guide.inputs == "y":  # a text run: q(z|y)
-        text_guide = components.guide
-        pairs["log p(x|y)"] = (lambda x, y: model(x, None, prior=text_guide.distribution(None, y)), proposal)
+    q_text = components.text_posterior
+    if q_text is not None:
+        pairs["log p(x|y)"] = (lambda x, y: model(x, None, prior=q_text.distribution(None, y)), proposal)
     return pairs
 
 

@@ -1,6 +1,6 @@
 """The JMVAE paper's MNIST tables (Suzuki et al., Table 1 and Table 3) from run directories.
 
-For each JMVAE run (``zero`` or ``kl``), on the test set: the marginal log p(x) with the multiple
+For each run of the JMVAE model (``zero``, ``kl``, ``mvae`` or ``mmvae``), on the test set: the marginal log p(x) with the multiple
 (proposal q(z|x,w), Eq. 6) and single (q(z|x), Eq. 7) bounds, the conditional log p(x|w) with
 the multiple bound (Eq. 8: log p(x,w) - log p(w), log p(w) = log E_{p(z)}[p(w|z)] estimated from
 K prior samples) and the single bound (Eq. 9: q(z|w) in place of p(z) and as the proposal), and the
@@ -20,8 +20,13 @@ KINDS = ("multiple", "single")
 
 
 def label(config) -> str:
-    """The paper's row name of a run: ``VAE``, ``JMVAE-zero`` or ``JMVAE-kl, alpha = A``."""
-    return {"vae": "VAE", "zero": "JMVAE-zero"}.get(config.guide, f"JMVAE-kl, alpha = {config.train.alpha:g}")
+    """The row name of a run: the paper's ``VAE``, ``JMVAE-zero`` or ``JMVAE-kl, alpha = A``; ``MVAE``, or
+    ``MMVAE, K = k`` (its training particles)."""
+    if config.guide == "kl":
+        return f"JMVAE-kl, alpha = {config.train.alpha:g}"
+    if config.guide == "mmvae":
+        return f"MMVAE, K = {config.train.particles}"
+    return {"vae": "VAE", "zero": "JMVAE-zero", "mvae": "MVAE"}[config.guide]
 
 
 def jmvae_row(components, batches, num_particles: int, chunk_size: int | None) -> dict:

@@ -7,6 +7,8 @@ r"""The objectives that train the zoo's guides (and, for Eq. 1, its models), as 
 | text_agg, prior_agg | ``AggregateELBO``  | VLVAE Eq. 5: E_{q(z|x)}[log q(z|y)] (q(z) for the prior), q(z|x) frozen |
 | zero, vae (JMVAE)   | ``LoggedTrace_ELBO`` | JMVAE Eq. 3: the ELBO of p(z) p(x|z) p(w|z) (of p(z) p(x|z): vae)  |
 | kl (JMVAE)          | ``JMVAEKLELBO``    | JMVAE Eq. 4: the ELBO - alpha * (KL(q(z|x,w)||q(z|x)) + KL(q(z|x,w)||q(z|w))) |
+| mvae                | ``MVAEELBO``       | MVAE: ELBO(x, y) + ELBO(x) + ELBO(y), each with the product of experts of its subset |
+| mmvae               | ``MMVAEELBO``      | MMVAE: the stratified IWAE bound with the mixture of experts q(z|x,y) |
 
 The KL warm-up and the likelihood weights are the model's and guide's ``annealing``, ``x_weight``
 and ``y_weight`` arguments, applied inside them with ``poutine.scale``. Each ELBO works as any
@@ -17,6 +19,9 @@ holds the call's terms (per-datapoint means, detached, unscaled) for logging.
 """
 from __future__ import annotations
 
+import math
+
+import pyro
 import pyro.infer
 import torch
 from pyro import poutine
@@ -24,7 +29,9 @@ from pyro.infer.util import torch_item
 from torch.distributions import kl_divergence
 
 from mmvae_zoo.guides.base import Guide, check_fits
+from mmvae_zoo.guides.experts import MixtureOfExperts, ProductOfExperts, components
 from mmvae_zoo.guides.jmvae import KLGuide
+from mmvae_zoo.models.registration import register
 
 
 def _draws(trace) -> int:
@@ -85,6 +92,11 @@ class AggregateELBO(_FromDifferentiableLoss, pyro.infer.ELBO):
     drawn by ``image_guide`` with no gradient and hidden from ``SVI`` (it never trains); the model
     does not enter Eq. 5 and is not run. Put ``image_guide`` in eval mode: it is the fixed q(z|x).
     Term: ``kl_qx_target``, the one-sample KL(q(z|x) || q).
+
+    The keyword ``image_posterior``, q(z|x) of the batch (batch shape [B], event [z_dim]), draws z
+    from it instead of running ``image_guide``: the same z for the same random numbers, since a
+    frozen guide in eval mode gives each image the same q(z|x) in any batch (``training.schemes``
+    caches them).
     """
 
     terms: dict = {}
@@ -108,12 +120,28 @@ class AggregateELBO(_FromDifferentiableLoss, pyro.infer.ELBO):
         check_fits(model, self.image_guide, "image guide")
 
     def _get_trace(self, model, guide, args, kwargs):
-        """One particle: the image guide's trace (z ~ q(z|x)) and the guide's, replayed at that z."""
+        """One particle: the image guide's trace (z ~ q(z|x), or ``image_posterior`` when given) and the
+        guide's, replayed at that z."""
+        posterior = kwargs.get("image_posterior")
         with torch.no_grad(), poutine.block():
-            image_trace = poutine.trace(self.image_guide).get_trace(*args, **kwargs)
+            if posterior is None:
+                image_trace = poutine.trace(self.image_guide).get_trace(*args, **kwargs)
+            else:
+                image_trace = poutine.trace(self._draw_from_posterior).get_trace(*args, **kwargs)
         guide_trace = poutine.trace(poutine.replay(guide, trace=image_trace)).get_trace(*args, **kwargs)
         guide_trace.compute_log_prob()
         return image_trace, guide_trace
+
+    @staticmethod
+    def _draw_from_posterior(x=None, y=None, *, image_posterior, annealing: float = 1.0, **model_kwargs):
+        """Site "z" ~ ``image_posterior`` as ``Guide.forward`` draws it: the image guide's trace, without running it."""
+        from mmvae_zoo.guides.base import sample_z
+
+        if x is not None and tuple(image_posterior.batch_shape) != (len(x),):
+            raise ValueError(f"image_posterior has batch shape {list(image_posterior.batch_shape)}, not the "
+                             f"batch's [{len(x)}]; give q(z|x) of the batch's images")
+        with poutine.scale(scale=annealing):
+            return sample_z(image_posterior)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         loss = 0.0
@@ -174,3 +202,82 @@ def _check_unimodal(guide) -> None:
     if not isinstance(guide, KLGuide):
         raise ValueError(f"JMVAE-kl needs a guide with its own q(z|x) and q(z|w), got {type(guide).__name__}; "
                          f"pass a mmvae_zoo.guides.jmvae.KLGuide")
+
+
+class MVAEELBO(_FromDifferentiableLoss, LoggedTrace_ELBO):
+    r"""MVAE's sub-sampled objective (Wu & Goodman 2018, section 2.2) for two modalities as a Pyro ELBO,
+
+        ELBO(x, y) + ELBO(x) + ELBO(y),
+
+    each ``Trace_ELBO``'s ELBO of the model observed on one subset of the modalities with the
+    product-of-experts posterior of the same subset (``guides.experts.ProductOfExperts``), so every
+    expert also learns to infer z alone. A batch with one modality missing has that modality's
+    terms left out. The model's and guide's arguments (warm-up, likelihood weights) apply to all
+    three. Terms: the joint ELBO's (``log_px``, ``log_py``, ``kl``) and the unimodal ones' suffixed
+    ``_x`` and ``_y``.
+    """
+
+    def __call__(self, model, guide):
+        _check_experts(guide, ProductOfExperts, "MVAE")
+        return super().__call__(model, guide)
+
+    def differentiable_loss(self, model, guide, x=None, y=None, **kwargs) -> torch.Tensor:
+        _check_experts(guide, ProductOfExperts, "MVAE")
+        subsets = [("", (x, y))] if x is not None and y is not None else []
+        subsets += [(f"_{name}", given) for name, given in (("x", (x, None)), ("y", (None, y)))
+                    if given[0] is not None or given[1] is not None]
+        loss, terms = 0.0, {}
+        for suffix, given in subsets:
+            loss = loss + super().differentiable_loss(model, guide, *given, **kwargs)
+            terms.update({name + suffix: value for name, value in self.terms.items()})
+        self.terms = terms
+        return loss
+
+
+class MMVAEELBO(_FromDifferentiableLoss, pyro.infer.ELBO):
+    r"""MMVAE's stratified importance-weighted objective (Shi et al. 2019, section 3) as a Pyro ELBO,
+
+        (1/M) sum_m E_{z_1..z_K ~ q(z|x_m)} [ log (1/K) sum_k p(z_k, x, y) / q(z_k|x,y) ],
+
+    q(z|x,y) = (1/M) sum_m q(z|x_m) the mixture of the M = 2 experts (``guides.experts.MixtureOfExperts``):
+    K = ``num_particles`` draws from each expert in turn (stratified sampling of the mixture), each
+    weighted by the mixture's density, the modality average outside the log. With one modality
+    given it is the IWAE bound of that modality's expert. The likelihood weights scale log p(x|z)
+    and log p(y|z) inside the weights (MMVAE's likelihood scaling); leave the warm-up at 1.
+
+    Term per modality m: ``iwae_<m>``, the bound of the draws from that expert, per datapoint.
+    """
+
+    terms: dict = {}
+
+    def __call__(self, model, guide):
+        _check_experts(guide, MixtureOfExperts, "MMVAE")
+        check_fits(model, guide)
+        return super().__call__(model, guide)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError("MMVAEELBO draws its particles per expert, in differentiable_loss")
+
+    def differentiable_loss(self, model, guide, x=None, y=None, **kwargs) -> torch.Tensor:
+        _check_experts(guide, MixtureOfExperts, "MMVAE")
+        register(type(guide).__name__, guide)  # as the guide's forward does: SVI then sees its parameters
+        q = guide.distribution(x, y)
+        names = [name for name, given in (("x", x), ("y", y)) if given is not None]
+        bounds = []
+        for expert in components(q):
+            z = expert.rsample((self.num_particles,))  # [K, B, z_dim]
+            with pyro.plate("particles", self.num_particles, dim=-2):
+                model_trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, y, **kwargs)
+            model_trace.compute_log_prob()
+            log_p = sum(site["log_prob"] for site in model_trace.nodes.values() if site["type"] == "sample")
+            log_w = log_p - q.log_prob(z)  # [K, B]
+            bounds.append(log_w.logsumexp(0) - math.log(self.num_particles))
+        bound = torch.stack(bounds).mean(0)  # [B]
+        self.terms = {f"iwae_{name}": b.detach().mean() for name, b in zip(names, bounds)}
+        return -bound.sum()
+
+
+def _check_experts(guide, kind: type, name: str) -> None:
+    if not isinstance(guide, kind):
+        raise ValueError(f"the {name} objective needs a {kind.__name__} guide, got {type(guide).__name__}; pass a "
+                         f"mmvae_zoo.guides.experts.{kind.__name__}")

@@ -6,7 +6,9 @@ two ways of inferring z from one modality.
 - JMVAE-zero (3.3): q(z|x) and q(z|w) are the joint encoder with the missing modality's input
   set to zero (``ZeroedGuide``); nothing extra is trained.
 - JMVAE-kl (Eq. 4): separate encoders q(z|x) and q(z|w) (``UnimodalGuide``), held with the joint
-  encoder by ``KLGuide`` and trained with the model by ``guides.elbos.JMVAEKLELBO``.
+  encoder by ``KLGuide`` and trained with the model by ``guides.elbos.JMVAEKLELBO``. Built from a
+  ``VLVAEConfig`` instead, ``KLGuide`` holds the VLVAE's q(z|x,y), q(z|x) and Gaussian q(z|y): the
+  JMVAE objective applied to the VLVAE model (VLVAE paper, section 3).
 
 The text w is the guides' second argument, as it is the model's (``inputs`` "y").
 """
@@ -17,7 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmvae_zoo.guides import encoders
 from mmvae_zoo.guides.base import Guide
+from mmvae_zoo.guides.text import TextGuide
 from mmvae_zoo.models.jmvae import JMVAEConfig, check_inputs, image_branch, one_hot_words, text_branch
 
 MODALITIES = ("x", "w")
@@ -104,17 +108,25 @@ class UnimodalGuide(Guide):
         return self.head(self.branch(one_hot_words(self.config, w)))
 
 
+def unimodal_guides(config) -> tuple[Guide, Guide]:
+    """Gaussian q(z|x) and q(z|w) with encoders of their own, for the JMVAE (``UnimodalGuide``) or, from a
+    ``VLVAEConfig``, for the VLVAE (its image guide and its text guide without a flow)."""
+    if isinstance(config, JMVAEConfig):
+        return UnimodalGuide(config, "x"), UnimodalGuide(config, "w")
+    return encoders.ImageGuide(config), TextGuide(config, num_flows=0)
+
+
 class KLGuide(Guide):
     """JMVAE-kl's inference networks: q(z|x,w) (``joint``, what the guide samples from) with its own q(z|x)
     (``image``) and q(z|w) (``text``). They are submodules so that ``SVI`` and Pyro's ELBO modules train all
-    three; ``guides.elbos.JMVAEKLELBO`` reaches the unimodal two through its KL terms (Eq. 4)."""
+    three; ``guides.elbos.JMVAEKLELBO`` reaches the unimodal two through its KL terms (Eq. 4). From a
+    ``VLVAEConfig`` the three are the VLVAE's encoders (``unimodal_guides``)."""
 
-    def __init__(self, config: JMVAEConfig):
+    def __init__(self, config):
         super().__init__()
         self.config = config
-        self.joint = JointGuide(config)
-        self.image = UnimodalGuide(config, "x")
-        self.text = UnimodalGuide(config, "w")
+        self.joint = JointGuide(config) if isinstance(config, JMVAEConfig) else encoders.JointGuide(config)
+        self.image, self.text = unimodal_guides(config)
 
     def distribution(self, x, w):
         return self.joint.distribution(x, w)

@@ -3,16 +3,22 @@ ours beside the paper's.
 
     python run/evaluate.py --base runs/vlvae-image-cpu \\
         --text-true runs/vlvae-text_true-cpu --text-agg runs/vlvae-text_agg-cpu \\
-        --prior runs/vlvae-prior_agg-cpu --out runs/eval-cpu
+        --prior runs/vlvae-prior_agg-cpu --runs runs/vlvae-kl-cpu runs/vlvae-mvae-cpu runs/vlvae-mmvae-cpu \\
+        --out runs/eval-cpu
     python run/evaluate.py --model jmvae --runs runs/jmvae-zero-cpu runs/jmvae-kl-cpu runs/jmvae-vae-cpu \\
         --out runs/eval-jmvae
 
 VLVAE (validation set): give several runs per kind (e.g. seeds) to get mean and standard
 deviation; the correctness classifier (paper 5.4) is trained first if there is none for the data
-(``--classifier``). JMVAE (test set): marginal, conditional (multiple and single bounds) and joint
-log-likelihoods of each run (of a ``vae`` run, the paper's VAE baseline, the marginal only), K = 1000
-importance samples by default (the authors' code used 1000 for marginal and 5000 for conditional
-bounds). Writes ``results.json`` and ``tables.md`` in ``--out`` and prints the tables.
+(``--classifier``). ``--runs`` adds runs of the schemes that train the whole VLVAE with their own
+q(z|x) and q(z|y) (``--guide kl``, ``mvae``, ``mmvae``) to Table 1, a row per scheme (by label:
+several runs of one label are seeds), each scored with its own networks, its ceiling from its own
+q(z|x); they need no base run: given alone, the tables have no Table 2 and no base ceiling.
+
+JMVAE (test set): marginal, conditional (multiple and single bounds) and joint log-likelihoods
+of each run (of a ``vae`` run, the paper's VAE baseline, the marginal only), K = 1000 importance
+samples by default (the authors' code used 1000 for marginal and 5000 for conditional bounds).
+Writes ``results.json`` and ``tables.md`` in ``--out`` and prints the tables.
 
 ``--base RUN --ceiling-only`` evaluates the ceiling alone (overall and per word) at every
 checkpoint kept in RUN: which attributes a base VLVAE keeps, and how that grows with training.
@@ -33,8 +39,8 @@ from mmvae_zoo.datasets.cache import default_root  # noqa: E402
 from mmvae_zoo.datasets.registry import make_dataset  # noqa: E402
 from mmvae_zoo.evaluation import jmvae as jmvae_report  # noqa: E402
 from mmvae_zoo.evaluation.correctness import CONFIG_FILE, default_classifier_dir, get_or_train_classifier  # noqa: E402
-from mmvae_zoo.evaluation.report import (aggregate, ceiling_curve_markdown, ceiling_row, markdown, prior_row,  # noqa: E402
-                               semi_amortised, text_guide_row, validation_batches)
+from mmvae_zoo.evaluation.report import (OBJECTIVES, aggregate, ceiling_curve_markdown, ceiling_row, markdown,  # noqa: E402
+                                         objective_row, prior_row, semi_amortised, text_guide_row, validation_batches)
 from mmvae_zoo.training.rundir import (REPORTED_ERRORS, RunDir, RunError, atomic_write_text, check_count,  # noqa: E402
                             check_folder, check_seed, error_message, parse_device)
 from mmvae_zoo.training.runs import load_run  # noqa: E402
@@ -48,8 +54,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=list(DEFAULTS), default="vlvae", help="which paper's tables (default vlvae)")
     p.add_argument("--base", help="vlvae: the trained VLVAE run (--guide image), the N(0, I) column of "
-                                  "Table 2 and the ceiling (required)")
-    p.add_argument("--runs", nargs="*", default=[], help="jmvae: trained JMVAE runs (zero, kl or vae), one row each")
+                                  "Table 2 and the ceiling (required unless only --runs are given)")
+    p.add_argument("--runs", nargs="*", default=[],
+                   help="vlvae: VLVAE runs trained with --guide kl, mvae or mmvae, each scheme a Table 1 row scored "
+                        "with the run's own q(z|y), q(z|x) and model; several of one scheme = seeds. jmvae: trained "
+                        "JMVAE runs (zero, kl, mvae, mmvae or vae), one row each")
     p.add_argument("--text-true", nargs="*", default=[], help="text_true runs (Table 1, q_True); several = seeds")
     p.add_argument("--text-agg", nargs="*", default=[], help="text_agg runs (Table 1, q_Agg); several = seeds")
     p.add_argument("--prior", nargs="*", default=[], help="prior_agg runs (Table 2, learned q(z)); several = seeds")
@@ -93,12 +102,8 @@ def check_args(args) -> torch.device:
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise RunError(f"{flag} is for the VLVAE's tables; leave it out with --model jmvae, or drop --model jmvae")
-    else:
-        if args.runs:
-            raise RunError("--runs is for --model jmvae; give the VLVAE run with --base, its text guides with "
-                           "--text-true and --text-agg, its learned priors with --prior")
-        if args.ceiling_only and (args.text_true or args.text_agg or args.prior):
-            raise RunError("--ceiling-only evaluates --base alone; leave out --text-true, --text-agg and --prior")
+    elif args.ceiling_only and (args.text_true or args.text_agg or args.prior or args.runs):
+        raise RunError("--ceiling-only evaluates --base alone; leave out --text-true, --text-agg, --prior and --runs")
     check_count(args.refine_steps, "--refine-steps", 0)
     for name in ("num_points", "particles", "chunk", "batch_size"):
         check_count(getattr(args, name), "--" + name.replace("_", "-"))
@@ -126,32 +131,66 @@ def check_data_and_classifier(data, args, run) -> None:
                        f"(run/classifier.py), or pass another --classifier")
 
 
+FLAGS = {"image": "--base", "text_true": "--text-true", "text_agg": "--text-agg", "prior_agg": "--prior"}  # vlvae
+
+
+def check_base(path, c) -> None:
+    if (c.config.model, c.config.guide) != ("vlvae", "image"):
+        raise RunError(f"{path} is a {c.config.model} {c.config.guide} run; --base takes a VLVAE base run (--guide image)")
+
+
+def check_objective(path, c) -> None:
+    """A --runs entry of the VLVAE's tables: a VLVAE run of a scheme that trains its own q(z|x) and q(z|y)."""
+    model, guide = c.config.model, c.config.guide
+    if model == "vlvae" and guide in OBJECTIVES:
+        return
+    hint = (f" (give it with {FLAGS[guide]})" if model == "vlvae" and guide in FLAGS else
+            " (evaluate JMVAE runs with --model jmvae)" if model == "jmvae" else "")
+    raise RunError(f"{path} is a {model} {guide} run; --runs takes VLVAE runs trained with --guide "
+                   f"{', '.join(OBJECTIVES[:-1])} or {OBJECTIVES[-1]}{hint}")
+
+
 def evaluate(args, device) -> dict:
     if args.model == "jmvae":
         return evaluate_jmvae(args, device)
+    fitted = {"text_true": args.text_true, "text_agg": args.text_agg, "prior_agg": args.prior}  # fitted to --base
     if args.base is None:
-        raise RunError("give the trained VLVAE run with --base (or --model jmvae --runs ...)")
+        given = [FLAGS[kind] for kind, paths in fitted.items() if paths]
+        if given:
+            raise RunError(f"give the trained VLVAE run with --base: the {given[0]} runs were fitted to it")
+        if args.ceiling_only or not args.runs:
+            raise RunError("give the trained VLVAE run with --base, or VLVAE runs of --guide kl, mvae or mmvae with "
+                           "--runs (or --model jmvae --runs ...)")
     if args.ceiling_only:
         return evaluate_ceiling(args, device)
 
-    def load(path):
+    checked = []  # (path, components) of every run, to compare their data
+
+    def load(path, check):
+        """The run at ``path``, checked by ``check`` (a RunError) before its q(z|x) is made semi-amortised."""
         components = load_run(path, device)
+        check(path, components)
+        checked.append((path, components))
         return semi_amortised(components, args.refine_steps) if args.refine_steps else components
 
-    base = load(args.base)
-    if (base.config.model, base.config.guide) != ("vlvae", "image"):
-        raise RunError(f"{args.base} is a {base.config.model} {base.config.guide} run; --base takes a VLVAE base "
-                       f"run (--guide image)")
-    data = base.config.data
-    runs = {"text_true": args.text_true, "text_agg": args.text_agg, "prior_agg": args.prior}
-    loaded = {kind: [load(path) for path in paths] for kind, paths in runs.items()}
-    for kind, components in loaded.items():
-        for c, path in zip(components, runs[kind]):
+    def given_as(kind):
+        def check(path, c):
             if c.config.guide != kind:
-                raise RunError(f"{path} is a {c.config.guide} run, given as --{kind.replace('_', '-')}")
-            if c.config.data != data:
-                raise RunError(f"{path} was trained on other data than the base run {args.base}")
-    check_data_and_classifier(data, args, args.base)
+                raise RunError(f"{path} is a {c.config.guide} run, given as {FLAGS[kind]}")
+        return check
+
+    base = load(args.base, check_base) if args.base else None
+    loaded = {kind: [load(path, given_as(kind)) for path in paths] for kind, paths in fitted.items()}
+    objectives = {}  # Table 1 row label -> [(path, components)]: runs of one label are seeds
+    for path in args.runs:
+        c = load(path, check_objective)
+        objectives.setdefault(jmvae_report.label(c.config), []).append((path, c))
+    reference, first = checked[0]  # the base run, else the first of --runs
+    data = first.config.data
+    for path, c in checked[1:]:
+        if c.config.data != data:
+            raise RunError(f"{path} was trained on other data than {'the base run ' if base else ''}{reference}")
+    check_data_and_classifier(data, args, reference)
     classifier = get_or_train_classifier(data, args.classifier, device)
     batches = list(validation_batches(make_dataset(data, "val"), args.num_points, args.batch_size, device))
 
@@ -161,23 +200,31 @@ def evaluate(args, device) -> dict:
         return row(components, classifier, batches, *more)
 
     bound_args = (args.particles, args.chunk)
-    base_ceiling = seeded(ceiling_row, base)
+    config = first.config
     results = {
         "dataset": data.name, "num_points": sum(len(x) for x, _ in batches), "num_particles": args.particles,
-        "setting": f"{data.image_size}x{data.image_size} {data.name}, preset {base.config.preset}, "
-                   f"z = {base.config.net.z_dim}, {base.config.train.steps} steps of batch {base.config.train.batch_size}",
+        "setting": f"{data.image_size}x{data.image_size} {data.name}, preset {config.preset}, "
+                   f"z = {config.net.z_dim}, {config.train.steps} steps of batch {config.train.batch_size}",
         "classifier_accuracy": 100 * classifier.record["accuracy"]["word"], "refine_steps": args.refine_steps,
-        "ceiling": base_ceiling["ceiling"],
-        "runs": {"base": args.base, **runs},
-        "table_1": {kind: aggregate([seeded(text_guide_row, c, *bound_args) for c in loaded[kind]])
-                    for kind in ("text_true", "text_agg") if loaded[kind]},
-        "table_2": {"prior": aggregate([seeded(prior_row, base, *bound_args)])},
+        "runs": {"base": args.base, **fitted, **{label: [path for path, _ in runs] for label, runs in objectives.items()}},
+        "table_1": {},
     }
-    if "by_slot" in base_ceiling:
-        results["ceiling_by_slot"] = base_ceiling["by_slot"]
-        results["ceiling_text"] = base_ceiling["text"]
-    if loaded["prior_agg"]:
-        results["table_2"]["prior_agg"] = aggregate([seeded(prior_row, c, *bound_args) for c in loaded["prior_agg"]])
+    if base is not None:
+        base_ceiling = seeded(ceiling_row, base)
+        results["ceiling"] = base_ceiling["ceiling"]
+        for kind in ("text_true", "text_agg"):  # their q(z|x) and VLVAE are the base's, and so is their ceiling
+            if loaded[kind]:
+                row = aggregate([seeded(text_guide_row, c, *bound_args) for c in loaded[kind]])
+                results["table_1"][kind] = {**row, **aggregate([{"ceiling": base_ceiling["ceiling"]}])}
+    for label, runs in objectives.items():  # each with its own model, q(z|x) and q(z|y)
+        results["table_1"][label] = aggregate([seeded(objective_row, c, *bound_args) for _, c in runs])
+    if base is not None:
+        results["table_2"] = {"prior": aggregate([seeded(prior_row, base, *bound_args)])}
+        if "by_slot" in base_ceiling:
+            results["ceiling_by_slot"] = base_ceiling["by_slot"]
+            results["ceiling_text"] = base_ceiling["text"]
+        if loaded["prior_agg"]:
+            results["table_2"]["prior_agg"] = aggregate([seeded(prior_row, c, *bound_args) for c in loaded["prior_agg"]])
     return results
 
 

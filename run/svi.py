@@ -7,6 +7,8 @@
     python run/svi.py --model jmvae --guide kl --dataset mnist    # JMVAE-kl (Eq. 4; --alpha)
     python run/svi.py --model jmvae --guide zero --dataset mnist  # JMVAE-zero
     python run/svi.py --model jmvae --guide vae --dataset mnist   # the image-only VAE baseline
+    python run/svi.py --model jmvae --guide mvae --dataset mnist  # MVAE: product of experts (also on vlvae)
+    python run/svi.py --model jmvae --guide mmvae --dataset mnist --particles 10  # MMVAE: mixture of experts
 
 Text guides and the prior are fitted to a trained VLVAE (``--base``); if that run is not
 trained to the end yet, the command trains it first (phase 1 of 2), then the guide (phase 2).
@@ -44,7 +46,7 @@ from mmvae_zoo.training import distributed  # noqa: E402
 from mmvae_zoo.training.config import FROZEN_MODEL_GUIDES, LR_DECAYS, PRESETS, RunConfig, check_train, preset  # noqa: E402
 from mmvae_zoo.training.rundir import (REPORTED_ERRORS, RunDir, RunError, check_finite, check_folder, check_seed,  # noqa: E402
                             error_message, load_file, parse_device)
-from mmvae_zoo.training.schemes import MODELS, SCHEMES, schemes_of  # noqa: E402
+from mmvae_zoo.training.schemes import MODELS, scheme_of, schemes_of  # noqa: E402
 from mmvae_zoo.training.trainer import RESUMABLE_FLAGS, Interrupted, train  # noqa: E402
 
 DEFAULTS = {"vlvae": ("image", "two_objects"), "jmvae": ("kl", "mnist")}  # model -> (guide, dataset)
@@ -93,8 +95,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--y-weight", type=float, help="weight of the text likelihood in Eq. 1 (paper's code 200)")
     p.add_argument("--num-flows", type=int, help="coupling flows in q(z|y) and q(z) (default 6; 0 gives a "
                                                  "Gaussian q(z|y))")
-    p.add_argument("--alpha", type=float, help="JMVAE-kl: weight of the KL terms of Eq. 4 (default 0.1; paper "
+    p.add_argument("--alpha", type=float, help="kl (JMVAE-kl): weight of the KL terms of Eq. 4 (default 0.1; paper "
                                                "0.01, 0.1, 1)")
+    p.add_argument("--particles", type=int, help="mmvae: draws from each expert in the importance-weighted "
+                                                 "objective, K (default 1; each costs a decoder pass)")
     p.add_argument("--text-true-weighted", action="store_true",
                    help="train text_true with the text likelihood weighted by --y-weight (default: Eq. 3 unweighted)")
     p.add_argument("--skip-bad-steps", action="store_true",
@@ -137,6 +141,7 @@ OVERRIDES = {  # flag -> (config section, field)
     "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "lr_decay": ("train", "lr_decay"),
     "warmup_steps": ("train", "warmup_steps"), "x_weight": ("train", "x_weight"), "y_weight": ("train", "y_weight"),
     "num_flows": ("train", "num_flows"), "seed": ("train", "seed"), "alpha": ("train", "alpha"),
+    "particles": ("train", "particles"),
     "precision": ("train", "precision"),
 }
 
@@ -189,7 +194,7 @@ def check_data(config: RunConfig) -> None:
 
 def base_dir(config: RunConfig, args) -> Path:
     """The base run of a text guide or the prior: --base, or the default name of one."""
-    return Path(args.base or f"runs/{config.model}-{SCHEMES[config.guide].base}-{config.preset}")
+    return Path(args.base or f"runs/{config.model}-{scheme_of(config).base}-{config.preset}")
 
 
 # Seconds per step of the main command's two phases with the cpu preset on 2 CPU cores, as measured
@@ -235,7 +240,7 @@ def plan(config: RunConfig, out: Path, args) -> list[Phase]:
         latest = check_resumable(final, config)
     elif not args.resume:
         final.check_fresh()
-    scheme = SCHEMES[config.guide]
+    scheme = scheme_of(config)
     phases = []
     if scheme.base:
         phases.append(base_phase(config, args, final if resumed else None))
@@ -276,7 +281,7 @@ def check_resumable(run: RunDir, config: RunConfig) -> int:
 def base_phase(config: RunConfig, args, final: RunDir | None) -> Phase:
     """Phase 1 of a text guide or the prior: its base VLVAE, trained, resumed or reused. Not needed when the
     run it is resumed for (``final``) holds the base weights already. Sets ``config.base_run``."""
-    scheme = SCHEMES[config.guide]
+    scheme = scheme_of(config)
     base_config = copy.deepcopy(config)
     base_config.guide, base_config.base_run = scheme.base, None
     base = RunDir(check_folder(base_dir(config, args), "--base"))

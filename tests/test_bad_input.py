@@ -329,7 +329,7 @@ EVALUATE = [  # (arguments, files, message)
     (["--model", "jmvae", "--runs", "run", "--ceiling-only"] + EVAL, RUN, "--ceiling-only is for the VLVAE's tables"),
     (["--model", "jmvae", "--runs", "run", "--text-agg", "agg"] + EVAL, BOTH, "--text-agg is for the VLVAE's tables"),
     (["--model", "jmvae", "--runs", "run", "--classifier", "clf"] + EVAL, RUN, "--classifier is for the VLVAE's"),
-    (["--base", "run", "--runs", "run"] + EVAL, RUN, "--runs is for --model jmvae"),
+    (["--base", "run", "--runs", "run"] + EVAL, RUN, "run is a vlvae image run; --runs takes VLVAE runs trained with"),
     (["--base", "run", "--ceiling-only", "--text-agg", "agg"] + EVAL, BOTH, "--ceiling-only evaluates --base alone"),
     (["--base", "run", "--out", "afile"], {**RUN, **AFILE}, "--out afile is a file, not a folder"),
     (["--base", "run", "--out", "afile/eval"], {**RUN, **AFILE}, "--out afile/eval is inside afile, which is a file"),

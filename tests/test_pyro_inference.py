@@ -31,10 +31,11 @@ def jmvae_net(**changes) -> JMVAEConfig:
     return JMVAEConfig(vocab=[str(d) for d in range(10)], z_dim=4, hidden=16, **changes)
 
 
-def ready(name: str, tmp_path):
+def ready(scheme: tuple[str, str], tmp_path):
     """A scheme's components as the trainer prepares them (frozen parts frozen, trained parts in training
     mode), with a batch and its model/guide inputs."""
-    if SCHEMES[name].model == "vlvae":
+    model, name = scheme
+    if model == "vlvae":
         config = tiny_config(tmp_path, name)
         x, y = batch(config.net, 6)
     else:
@@ -75,10 +76,10 @@ def assert_trained_exactly(c, before: dict) -> None:
     assert not unmoved, f"trainable parameters did not move: {unmoved[:3]}"
 
 
-ALL = ["image", "joint", "text_true", "text_agg", "prior_agg", "zero", "kl", "vae"]
+ALL = list(SCHEMES)  # (model, scheme name)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ALL, ids="-".join)
 def test_svi_with_a_pyro_optimiser_trains_every_trainable_parameter_and_no_frozen_one(name, tmp_path):
     c, inputs = ready(name, tmp_path)
     before = snapshot(c)
@@ -92,7 +93,7 @@ def test_svi_with_a_pyro_optimiser_trains_every_trainable_parameter_and_no_froze
     assert_trained_exactly(c, before)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ALL, ids="-".join)
 def test_elbo_module_with_a_torch_optimiser_trains_every_trainable_parameter_and_no_frozen_one(name, tmp_path):
     c, inputs = ready(name, tmp_path)
     before = snapshot(c)

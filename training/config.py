@@ -42,6 +42,7 @@ class TrainConfig:
     num_flows: int = 6           # coupling flows in q(z|y) and q(z); 0 makes q(z|y) Gaussian
     text_true_weighted: bool = False  # Eq. 3 with the text likelihood weight y_weight (an option)
     alpha: float = 0.1           # JMVAE-kl: weight of the two KL terms of Eq. 4 (paper: 0.01, 0.1, 1)
+    particles: int = 1           # MMVAE: draws from each expert in its importance-weighted objective (K)
     world_size: int = 1          # processes the run was started with (torchrun); batch_size is per process
 
 
@@ -50,7 +51,7 @@ LR_DECAYS = ("constant", "cosine", "step")
 
 def check_train(t: TrainConfig) -> None:
     """Refuse settings no run can train with (a weight of 0 would also break Pyro's ``poutine.scale``)."""
-    for name in ("steps", "guide_steps", "checkpoint_every", "batch_size", "lr", "x_weight", "y_weight"):
+    for name in ("steps", "guide_steps", "checkpoint_every", "batch_size", "lr", "x_weight", "y_weight", "particles"):
         if not getattr(t, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(t, name)}; pass --{name.replace('_', '-')} > 0")
     for name in ("warmup_steps", "num_flows", "alpha", "keep_checkpoints"):

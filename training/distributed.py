@@ -212,12 +212,12 @@ class LossModule(nn.Module):
         self.trained = nn.ModuleDict(components.trained())
         self.components = components  # a plain dataclass: not registered
 
-    def forward(self, step: int, x, y):
-        return self.components.loss(step, x, y)
+    def forward(self, step: int, x, y, **kwargs):
+        return self.components.loss(step, x, y, **kwargs)  # kwargs: the batch's ``index`` (cached q(z|x))
 
 
 def data_parallel(components):
-    """The per-step loss function ``(step, x, y) -> (loss, terms)``: ``components.loss`` itself in
+    """The per-step loss function ``(step, x, y, index=) -> (loss, terms)``: ``components.loss`` itself in
     a single process, else the DDP-wrapped ``LossModule`` (with batchnorm over the global batch).
 
     DDP runs without ``find_unused_parameters``: every trained parameter must get a gradient at

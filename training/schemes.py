@@ -26,6 +26,18 @@ JMVAE (Suzuki et al., sections 3.2-3.3); all train the model:
 
 The ``vae`` scheme is the paper's VAE baseline (Table 1): the JMVAE with the text left out, so
 its p(w|z), outside the loss, stays untrained (and frozen).
+
+Other multimodal objectives, on either model (``MULTIMODAL``); all train the model, and both read
+x and y:
+
+| scheme | q(z|x,y)                                   | q(z|x), q(z|y)                         | ELBO                      |
+| ------ | ------------------------------------------ | -------------------------------------- | ------------------------- |
+| kl     | its own encoder (``KLGuide``)              | their own encoders                     | JMVAE Eq. 4, ``JMVAEKLELBO`` |
+| mvae   | p(z) q(z|x) q(z|y) (``ProductOfExperts``)  | p(z) q(z|x), p(z) q(z|y) (``GivenOnly``) | ``MVAEELBO``             |
+| mmvae  | (q(z|x) + q(z|y)) / 2 (``MixtureOfExperts``) | the experts                          | ``MMVAEELBO(particles)``  |
+
+On the VLVAE, ``kl`` is the JMVAE objective applied to the VLVAE model (VLVAE paper, section 3);
+the experts are its image guide and its Gaussian text guide.
 """
 from __future__ import annotations
 
@@ -33,6 +45,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+import pyro.distributions as dist
 import pyro.infer
 import torch
 from torch import nn
@@ -40,8 +53,9 @@ from torch import nn
 from mmvae_zoo.datasets.vocab import Vocabulary
 from mmvae_zoo.guides import jmvae as jmvae_guides
 from mmvae_zoo.guides.base import Guide
-from mmvae_zoo.guides.elbos import AggregateELBO, JMVAEKLELBO, LoggedTrace_ELBO
+from mmvae_zoo.guides.elbos import AggregateELBO, JMVAEKLELBO, LoggedTrace_ELBO, MMVAEELBO, MVAEELBO
 from mmvae_zoo.guides.encoders import ImageGuide, JointGuide
+from mmvae_zoo.guides.experts import GivenOnly, MixtureOfExperts, ProductOfExperts
 from mmvae_zoo.guides.prior import AggregatePrior
 from mmvae_zoo.guides.text import TextGuide
 from mmvae_zoo.models.jmvae import JMVAE
@@ -121,6 +135,16 @@ def _vae_guides(config):
     return guide, guide, None
 
 
+def _product_guides(config):
+    guide = ProductOfExperts(config.net)
+    return guide, GivenOnly(guide, "x"), GivenOnly(guide, "y")  # q(z|x) and q(z|y): the product of one expert and p(z)
+
+
+def _mixture_guides(config):
+    guide = MixtureOfExperts(config.net)
+    return guide, guide.image, guide.text
+
+
 @dataclass(frozen=True)
 class Scheme:
     """One way of training: the model, the guides, the ELBO and its arguments, and the base run it needs."""
@@ -162,7 +186,30 @@ def _jmvae_kl_elbo(t, image_guide):
     return JMVAEKLELBO(t.alpha)
 
 
-SCHEMES = {s.name: s for s in (
+def _mvae_elbo(t, image_guide):
+    return MVAEELBO()
+
+
+def _mmvae_elbo(t, image_guide):
+    return MMVAEELBO(num_particles=t.particles)
+
+
+def likelihood_weights(t: TrainConfig, step: int) -> dict:
+    """The likelihood weights alone: an importance-weighted objective has no KL term to warm up."""
+    return dict(x_weight=t.x_weight, y_weight=t.y_weight)
+
+
+# The objectives of other multimodal VAEs, for either model: (name, summary, guides, ELBO, weights).
+MULTIMODAL = (
+    ("kl", "JMVAE-kl: q(z|x,y) with separate q(z|x), q(z|y), trained with JMVAE Eq. 4 (--alpha)", _kl_guides,
+     _jmvae_kl_elbo, annealed),
+    ("mvae", "MVAE: product of experts p(z) q(z|x) q(z|y), trained on the joint and each unimodal ELBO",
+     _product_guides, _mvae_elbo, annealed),
+    ("mmvae", "MMVAE: mixture of experts (q(z|x) + q(z|y)) / 2, stratified importance-weighted bound (--particles)",
+     _mixture_guides, _mmvae_elbo, likelihood_weights),
+)
+
+SCHEMES = {(s.model, s.name): s for s in (
     Scheme("image", "vlvae", "q(z|x) from images; trains the VLVAE with Eq. 1", _image_guides, _trace_elbo),
     Scheme("joint", "vlvae", "q(z|x,y) from images and text; trains the VLVAE with Eq. 1", _joint_guides,
            _trace_elbo),
@@ -174,17 +221,17 @@ SCHEMES = {s.name: s for s in (
            _prior_guides, _aggregate_elbo, inputs="x", weights=unweighted, base="image", learns_prior=True),
     Scheme("zero", "jmvae", "JMVAE-zero: q(z|x,w); unimodal inference zeroes the missing modality", _zero_guides,
            _trace_elbo),
-    Scheme("kl", "jmvae", "JMVAE-kl: q(z|x,w) with separate q(z|x), q(z|w), trained with Eq. 4 (--alpha)",
-           _kl_guides, _jmvae_kl_elbo),
     Scheme("vae", "jmvae", "the paper's VAE baseline: p(z) p(x|z) with q(z|x), images only (Eq. 3 without the text)",
            _vae_guides, _trace_elbo, inputs="x"),
+    *(Scheme(name, model, summary, guides, elbo, weights=weights)
+      for model in ("vlvae", "jmvae") for name, summary, guides, elbo, weights in MULTIMODAL),
 )}
 MODELS = ("vlvae", "jmvae")
 
 
 def schemes_of(model: str) -> dict[str, Scheme]:
     """The schemes that train ``model`` (or a guide of it), by name."""
-    return {name: s for name, s in SCHEMES.items() if s.model == model}
+    return {name: s for (of, name), s in SCHEMES.items() if of == model}
 
 
 def scheme_of(config: RunConfig) -> Scheme:
@@ -202,7 +249,9 @@ class Components:
     """The networks of one run of a scheme: the model, the guide it trains, the ELBO, and the unimodal guides.
 
     ``loss_fn`` is the ELBO as a torch module over the model and guide (``elbo(model, guide)``),
-    what the trainer differentiates.
+    what the trainer differentiates. ``image_posteriors`` is (loc, scale) [N, z_dim] of the frozen
+    q(z|x) of every training image, once ``cache_image_posteriors`` has computed it (the schemes
+    fitted with an ``AggregateELBO``); ``loss`` then looks q(z|x) up instead of running the encoder.
     """
 
     config: RunConfig
@@ -211,9 +260,10 @@ class Components:
     guide: Guide                 # the guide this scheme trains
     elbo: pyro.infer.ELBO
     image_guide: Guide           # q(z|x) (for ``joint``: q(z|x,y)); the base's encoder for fitted schemes
-    text_guide: Guide | None = None  # JMVAE's q(z|w)
+    text_guide: Guide | None = None  # q(z|y) of the schemes that train one with the model (JMVAE's q(z|w))
     loss_fn: nn.Module = field(init=False, repr=False)
     _frozen: dict = field(init=False, repr=False)
+    image_posteriors: tuple[torch.Tensor, torch.Tensor] | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self):
         self.loss_fn = self.elbo(self.model, self.guide)  # checks that they fit
@@ -247,6 +297,8 @@ class Components:
     def to(self, device) -> "Components":
         for m in self.modules():
             m.to(device)
+        if self.image_posteriors is not None:
+            self.image_posteriors = tuple(t.to(device) for t in self.image_posteriors)
         return self
 
     def freeze(self) -> None:
@@ -258,11 +310,55 @@ class Components:
         if self.trains_model and not self.models_text:
             self.model.text_decoder.requires_grad_(False)
 
-    def loss(self, step: int, x, y) -> tuple[torch.Tensor, dict]:
-        """Training step ``step``'s (0-based) loss on a batch, per datapoint, and the ELBO's terms for logging."""
+    @property
+    def caches_image_posteriors(self) -> bool:
+        """Whether the loss can read q(z|x) from ``cache_image_posteriors``' table: the ELBO draws z from the
+        frozen image guide (``AggregateELBO``: ``text_agg``, ``prior_agg``), which never trains."""
+        return isinstance(self.elbo, AggregateELBO) and not self.trains_model
+
+    @torch.no_grad()
+    def cache_image_posteriors(self, images: torch.Tensor, chunk: int = 256) -> None:
+        """Computes and keeps q(z|x_i) of every image (uint8 [N, C, H, W], converted as ``BatchLoader`` does),
+        for ``loss(..., index=)``. The image guide must be frozen (``freeze()``): in eval mode each image's
+        q(z|x) is that of any batch holding it. Runs ``chunk`` images at a time, every chunk of one shape
+        (a compiled encoder compiles once); draws no random numbers."""
+        if not self.caches_image_posteriors:
+            raise ValueError(f"the {self.scheme.name!r} scheme does not draw z from a frozen q(z|x); nothing to cache")
+        n = len(images)
+        chunk = min(chunk, n)
+        was_training = self.image_guide.training
+        self.image_guide.eval()
+        locs, scales = [], []
+        for start in range(0, n, chunk):
+            window = min(start, n - chunk)  # the last chunk overlaps the one before, to keep its shape
+            q = self.image_guide.distribution(images[window:window + chunk].float().div_(255), None)
+            if not isinstance(q, dist.Independent) or not isinstance(q.base_dist, dist.Normal):
+                raise ValueError(f"only a diagonal Gaussian q(z|x) can be cached, got {type(q).__name__}")
+            q = q.base_dist
+            locs.append(q.loc[start - window:])
+            scales.append(q.scale[start - window:])
+        self.image_guide.train(was_training)
+        self.image_posteriors = (torch.cat(locs), torch.cat(scales))
+
+    def loss(self, step: int, x, y, index=None) -> tuple[torch.Tensor, dict]:
+        """Training step ``step``'s (0-based) loss on a batch, per datapoint, and the ELBO's terms for logging.
+
+        ``index``, the batch's dataset indices, makes the ELBO read q(z|x) from ``image_posteriors`` when
+        cached (the same loss, without running the image encoder); without either it runs as ever.
+        """
         inputs = (x if "x" in self.scheme.inputs else None, y if "y" in self.scheme.inputs else None)
-        loss = self.loss_fn(*inputs, **self.scheme.weights(self.config.train, step)) / len(x)
+        kwargs = dict(self.scheme.weights(self.config.train, step))
+        if index is not None and self.image_posteriors is not None:
+            loc, scale = self.image_posteriors
+            kwargs["image_posterior"] = dist.Normal(loc[index], scale[index]).to_event(1)
+        loss = self.loss_fn(*inputs, **kwargs) / len(x)
         return loss, self.elbo.terms
+
+    @property
+    def text_posterior(self) -> Guide | None:
+        """The run's q(z|y), or None: the trained guide when it reads the text alone (``text_true``,
+        ``text_agg``), else the q(z|y) trained with the model (``kl``, ``mvae``, ``mmvae``; JMVAE's q(z|w))."""
+        return self.guide if self.guide.inputs == "y" else self.text_guide
 
     @property
     def vocab(self) -> Vocabulary:
@@ -272,13 +368,16 @@ class Components:
     def sample_from_text(self, texts: list[str], num_samples: int = 1):
         """Images [T, S, C, H, W] and texts decoded from S samples z ~ q(z|y) of each given text.
 
-        Needs a text guide (``text_true`` or ``text_agg``); unknown words are a ValueError naming them.
+        Needs a q(z|y): a text guide's run (``text_true``, ``text_agg``) or one that trains q(z|y) with the
+        model (``kl``, ``mvae``, ``mmvae``); unknown words are a ValueError naming them.
         """
-        if self.guide.inputs != "y":
-            raise ValueError(f"a {self.config.guide!r} run has no q(z|y); load a text_true or text_agg run")
-        device = next(self.guide.parameters()).device
+        text_guide = self.text_posterior
+        if text_guide is None:
+            raise ValueError(f"a {self.config.guide!r} run has no q(z|y); load a text_true, text_agg, kl, mvae or "
+                             f"mmvae run")
+        device = next(text_guide.parameters()).device
         y = self.vocab.encode_batch(texts, self.config.net.text_length).to(device)
-        z = self.guide.distribution(None, y).sample((num_samples,)).transpose(0, 1)
+        z = text_guide.distribution(None, y).sample((num_samples,)).transpose(0, 1)
         images, tokens = self.model.generate(z)
         return images, [self.vocab.decode_batch(row) for row in tokens]
 

@@ -87,6 +87,9 @@ def train(config: RunConfig, run: RunDir, *, device, base: RunDir | None = None,
         set_precision(m, config.train.precision)
         if config.train.compile:
             compile_blocks(m)
+    if components.caches_image_posteriors and not loader.binarize:  # (a binarised x is random at each step)
+        # q(z|x) of every training image, looked up by the steps: no random numbers drawn, the step's shapes
+        components.cache_image_posteriors(loader.images, chunk=loader.batch_size)
     if config.train.precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         warnings.warn("this CPU has no bf16 units (AVX-512 BF16 or AMX): --precision bf16 is emulated here, about "
                       "12x slower than fp32 on the cpu preset's VLVAE step (bench/bench_step.py --precision fp32 bf16)")
@@ -223,8 +226,9 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
     with _StopSignals() as stop:
         for step in bar:
             x, y = loader.batch(step)
+            cached = {"index": loader.indices(step)} if components.image_posteriors is not None else {}
             with pyro.validation_enabled(step == start):  # shapes and supports are checked on the first step only
-                loss, terms = step_loss(step, x, y)
+                loss, terms = step_loss(step, x, y, **cached)
             optimizer.zero_grad(set_to_none=True)
             finite = not distributed.any_rank(not math.isfinite(loss.item()))  # all ranks skip or stop together
             if finite:
