@@ -1,4 +1,9 @@
-"""Shared test fixtures: a private data root per test session, and CUDA skipping."""
+"""Shared test fixtures: a private data root per test session, CUDA skipping, a fake MNIST file."""
+import dataclasses
+import gzip
+import hashlib
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +53,20 @@ def tiny_base_run(tmp_path_factory):
     run = RunDir(root / "base")
     train(config, run, device=torch.device("cpu"), progress=False)
     return run
+
+
+@pytest.fixture(scope="module")
+def fake_mnist(tmp_path_factory):
+    """A tiny mnist.pkl.gz (20 train / 6 val / 8 test images) accepted as the real one."""
+    from mmvae_zoo.datasets import fetch
+    from tests.test_mnist import fake_split
+
+    root = tmp_path_factory.mktemp("mnist_root")
+    path = fetch.SOURCES["mnist"].path(root)
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wb") as f:
+        pickle.dump(tuple(fake_split(n, seed) for seed, n in enumerate((20, 6, 8))), f)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(fetch.SOURCES, "mnist", dataclasses.replace(fetch.SOURCES["mnist"], sha256=digest))
+        yield root

@@ -100,7 +100,9 @@ def test_the_mvae_objective_is_the_joint_elbo_plus_each_unimodal_elbo():
     config, model, x, y = tiny()
     guide = ProductOfExperts(config)
     torch.manual_seed(1)
-    loss = MVAEELBO()(model, guide)(x, y)
+    elbo = MVAEELBO()
+    loss = elbo(model, guide)(x, y)
+    assert set(elbo.terms) == {"log_px", "log_py", "kl", "log_px_x", "kl_x", "log_py_y", "kl_y"}
     torch.manual_seed(1)  # the same draws, in the same order: joint, image only, text only
     expected = sum(elbo_by_hand(model, guide.distribution(*given), *given).sum()
                    for given in ((x, y), (x, None), (None, y)))
@@ -115,7 +117,9 @@ def test_the_mmvae_objective_is_the_stratified_importance_weighted_bound():
     config, model, x, y = tiny()
     guide, K = MixtureOfExperts(config), 5
     torch.manual_seed(2)
-    loss = MMVAEELBO(num_particles=K)(model, guide)(x, y)
+    elbo = MMVAEELBO(num_particles=K)
+    loss = elbo(model, guide)(x, y)
+    assert set(elbo.terms) == {"iwae_x", "iwae_y"}
     torch.manual_seed(2)  # K draws from q(z|x), then K from q(z|y), each weighted by the mixture
     q = guide.distribution(x, y)
     bounds = []

@@ -3,40 +3,17 @@ MVAE and MMVAE on both models, trained through run/svi.py, loaded back, generati
 evaluated with the JMVAE bounds; bad combinations of --model and --guide refused in one line."""
 import json
 
-import pyro
 import pytest
 import torch
 
 from mmvae_zoo.evaluation.bounds import evaluate_bounds
 from mmvae_zoo.guides.experts import GivenOnly, MixtureOfExperts, ProductOfExperts
 from mmvae_zoo.guides.jmvae import KLGuide
-from mmvae_zoo.training.config import preset
 from mmvae_zoo.training.rundir import RunDir
 from mmvae_zoo.training.runs import load_run
-from mmvae_zoo.training.schemes import build
-from tests.test_jmvae import _test_batch, cli, data, fake_mnist, mnist_net  # noqa: F401 (fake_mnist: a fixture)
+from tests.test_jmvae import _test_batch, cli
 
 GUIDES = {"kl": KLGuide, "mvae": ProductOfExperts, "mmvae": MixtureOfExperts}
-
-
-@pytest.mark.parametrize("guide", ["mvae", "mmvae"])
-def test_a_few_steps_lower_the_jmvae_loss(guide):
-    config = preset("tiny", "mnist", "jmvae")
-    config.net, config.guide, config.train.particles = mnist_net(), guide, 4
-    components = build(config)
-    x, w = data(config.net, 16)
-    optimizer = torch.optim.Adam([p for m in components.trained().values() for p in m.parameters()], lr=3e-3)
-    pyro.set_rng_seed(0)
-    losses = []
-    for step in range(40):
-        loss, terms = components.loss(10**6, x, w)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 10  # nats per datapoint
-    assert set(terms) == ({"log_px", "log_py", "kl", "log_px_x", "kl_x", "log_py_y", "kl_y"} if guide == "mvae"
-                          else {"iwae_x", "iwae_y"})
 
 
 @pytest.mark.parametrize("guide", ["kl", "mvae", "mmvae"])
@@ -57,7 +34,7 @@ def test_a_vlvae_run_trains_loads_and_draws_images_from_text(guide, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def runs(fake_mnist, tmp_path_factory):  # noqa: F811
+def runs(fake_mnist, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for guide in ("mvae", "mmvae"):
         assert cli("svi")(["--model", "jmvae", "--guide", guide, "--preset", "tiny", "--no-progress", "--particles",
