@@ -205,7 +205,7 @@ def _check_unimodal(guide) -> None:
 
 
 class MVAEELBO(_FromDifferentiableLoss, LoggedTrace_ELBO):
-    r"""MVAE's sub-sampled objective (Wu & Goodman 2018, section 2.2) for two modalities as a Pyro ELBO,
+    r"""MVAE's sub-sampled objective (Wu & Goodman 2018) for two modalities as a Pyro ELBO,
 
         ELBO(x, y) + ELBO(x) + ELBO(y),
 
@@ -235,7 +235,7 @@ class MVAEELBO(_FromDifferentiableLoss, LoggedTrace_ELBO):
 
 
 class MMVAEELBO(_FromDifferentiableLoss, pyro.infer.ELBO):
-    r"""MMVAE's stratified importance-weighted objective (Shi et al. 2019, section 3) as a Pyro ELBO,
+    r"""MMVAE's stratified importance-weighted objective (Shi et al. 2019) as a Pyro ELBO,
 
         (1/M) sum_m E_{z_1..z_K ~ q(z|x_m)} [ log (1/K) sum_k p(z_k, x, y) / q(z_k|x,y) ],
 
