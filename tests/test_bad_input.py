@@ -258,7 +258,7 @@ SVI = [  # (arguments, files, message); every one with TINY first
     (["--device", "cuda:x"], {}, "--device 'cuda:x' is not a device this zoo runs on"),
     (["--model", "nope"], {}, "unknown model 'nope'; choose one of vlvae, jmvae"),
     (["--guide", "nope"], {}, "unknown guide 'nope' for model vlvae; choose one of"),
-    (["--model", "jmvae", "--guide", "image"], {}, "unknown guide 'image' for model jmvae; choose one of zero, kl"),
+    (["--model", "jmvae", "--guide", "image"], {}, "unknown guide 'image' for model jmvae; choose one of zero, vae, kl, mvae, mmvae"),
     (["--lr-decay", "linear"], {}, "argument --lr-decay: invalid choice: 'linear'"),
     (["--precision", "fp8"], {}, "argument --precision: invalid choice: 'fp8'"),
     (["--dataset", "celeba", "--image-size", "32"], {}, "dataset celeba has 64x64 images; use --image-size 64"),
