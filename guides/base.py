@@ -39,8 +39,14 @@ class Guide(nn.Module):
         ``model_kwargs`` are the model's other arguments (likelihood weights), unused here.
         """
         register(type(self).__name__, self)
-        with poutine.scale(scale=annealing):
-            return sample_z(self.distribution(x, y))
+        return draw_z(self.distribution(x, y), annealing=annealing)
+
+
+def draw_z(q: dist.Distribution, x=None, y=None, *, annealing: float = 1.0, **model_kwargs):
+    """Site "z" ~ q as a guide's ``forward`` draws it, scaled by ``annealing``, for a q already computed:
+    with ``functools.partial(draw_z, q)`` a Pyro guide that runs no network (the data are ignored)."""
+    with poutine.scale(scale=annealing):
+        return sample_z(q)
 
 
 def sample_z(q: dist.Distribution):

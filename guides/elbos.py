@@ -20,6 +20,7 @@ holds the call's terms (per-datapoint means, detached, unscaled) for logging.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pyro
 import pyro.infer
@@ -28,8 +29,8 @@ from pyro import poutine
 from pyro.infer.util import torch_item
 from torch.distributions import kl_divergence
 
-from mmvae_zoo.guides.base import Guide, check_fits
-from mmvae_zoo.guides.experts import MixtureOfExperts, ProductOfExperts, components
+from mmvae_zoo.guides.base import Guide, check_fits, draw_z
+from mmvae_zoo.guides.experts import MixtureOfExperts, ProductOfExperts, components, product
 from mmvae_zoo.guides.jmvae import KLGuide
 from mmvae_zoo.models.registration import register
 
@@ -133,15 +134,12 @@ class AggregateELBO(_FromDifferentiableLoss, pyro.infer.ELBO):
         return image_trace, guide_trace
 
     @staticmethod
-    def _draw_from_posterior(x=None, y=None, *, image_posterior, annealing: float = 1.0, **model_kwargs):
+    def _draw_from_posterior(x=None, y=None, *, image_posterior, **model_kwargs):
         """Site "z" ~ ``image_posterior`` as ``Guide.forward`` draws it: the image guide's trace, without running it."""
-        from mmvae_zoo.guides.base import sample_z
-
         if x is not None and tuple(image_posterior.batch_shape) != (len(x),):
             raise ValueError(f"image_posterior has batch shape {list(image_posterior.batch_shape)}, not the "
                              f"batch's [{len(x)}]; give q(z|x) of the batch's images")
-        with poutine.scale(scale=annealing):
-            return sample_z(image_posterior)
+        return draw_z(image_posterior, **model_kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         loss = 0.0
@@ -211,8 +209,9 @@ class MVAEELBO(_FromDifferentiableLoss, LoggedTrace_ELBO):
 
     each ``Trace_ELBO``'s ELBO of the model observed on one subset of the modalities with the
     product-of-experts posterior of the same subset (``guides.experts.ProductOfExperts``), so every
-    expert also learns to infer z alone. A batch with one modality missing has that modality's
-    terms left out. The model's and guide's arguments (warm-up, likelihood weights) apply to all
+    expert also learns to infer z alone. Each expert's network runs once a step: the three products
+    are formed from its two Gaussians, and each ELBO's guide only draws z from its product
+    (``guides.base.draw_z``). A batch with one modality missing has that modality's terms left out. The model's and guide's arguments (warm-up, likelihood weights) apply to all
     three. Terms: the joint ELBO's (``log_px``, ``log_py``, ``kl``) and the unimodal ones' suffixed
     ``_x`` and ``_y``.
     """
@@ -223,12 +222,13 @@ class MVAEELBO(_FromDifferentiableLoss, LoggedTrace_ELBO):
 
     def differentiable_loss(self, model, guide, x=None, y=None, **kwargs) -> torch.Tensor:
         _check_experts(guide, ProductOfExperts, "MVAE")
-        subsets = [("", (x, y))] if x is not None and y is not None else []
-        subsets += [(f"_{name}", given) for name, given in (("x", (x, None)), ("y", (None, y)))
-                    if given[0] is not None or given[1] is not None]
+        register(type(guide).__name__, guide)  # once, as the guide's forward would: SVI sees its parameters
+        experts = guide.experts(x, y)
+        subsets = [("", (x, y), list(experts.values()))] if len(experts) == 2 else []
+        subsets += [(f"_{m}", (x, None) if m == "x" else (None, y), [q]) for m, q in experts.items()]
         loss, terms = 0.0, {}
-        for suffix, given in subsets:
-            loss = loss + super().differentiable_loss(model, guide, *given, **kwargs)
+        for suffix, given, subset in subsets:  # each expert's network runs once for all three ELBOs
+            loss = loss + super().differentiable_loss(model, partial(draw_z, product(subset)), *given, **kwargs)
             terms.update({name + suffix: value for name, value in self.terms.items()})
         self.terms = terms
         return loss

@@ -33,18 +33,19 @@ class _Experts(Guide):
         self.config = config
         self.image, self.text = unimodal_guides(config)
 
-    def experts(self, x, y) -> list[dist.Distribution]:
-        """The Gaussian experts of the modalities given (batch [B], event [z_dim]), image first."""
+    def experts(self, x, y) -> dict[str, dist.Distribution]:
+        """The Gaussian experts of the modalities given (batch [B], event [z_dim]) by name, "x" before "y"."""
         if x is None and y is None:
             raise ValueError(f"{type(self).__name__} needs images x, texts y or both")
-        return [expert.distribution(x, y) for expert, given in ((self.image, x), (self.text, y)) if given is not None]
+        return {name: expert.distribution(x, y) for name, expert, given in (("x", self.image, x), ("y", self.text, y))
+                if given is not None}
 
 
 class ProductOfExperts(_Experts):
     """MVAE's q(z|X) ∝ p(z) prod_m q̃(z|x_m) for the modalities X given, the prior N(0, I) included."""
 
     def distribution(self, x, y):
-        return product(self.experts(x, y))
+        return product(list(self.experts(x, y).values()))
 
 
 def product(experts: list[dist.Distribution]) -> dist.Distribution:
@@ -63,7 +64,7 @@ class MixtureOfExperts(_Experts):
     """MMVAE's q(z|x,y) = 1/2 q(z|x) + 1/2 q(z|y); given one modality, its expert alone."""
 
     def distribution(self, x, y):
-        return mixture(self.experts(x, y))
+        return mixture(list(self.experts(x, y).values()))
 
 
 class GaussianMixture(dist.MixtureOfDiagNormals):

@@ -198,9 +198,9 @@ def base_dir(config: RunConfig, args) -> Path:
 
 
 # Seconds per step of the main command's two phases with the cpu preset on 2 CPU cores, as measured
-# (docs/training.md: the base VLVAE about 95 minutes for 11k steps, q_Agg about 13 for 6k): the only
+# (docs/training.md: the base VLVAE about 95 minutes for 11k steps, q_Agg about 7 for 6k): the only
 # runs whose time the command estimates.
-MEASURED_SECONDS_PER_STEP = {("cpu", "image"): 95 * 60 / 11_000, ("cpu", "text_agg"): 13 * 60 / 6_000}
+MEASURED_SECONDS_PER_STEP = {("cpu", "image"): 95 * 60 / 11_000, ("cpu", "text_agg"): 7 * 60 / 6_000}
 TITLES = {"text_true": "q_True", "text_agg": "q_Agg", "prior_agg": "learned prior q(z)"}  # phase 2 of each
 
 

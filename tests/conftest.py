@@ -2,11 +2,18 @@
 import dataclasses
 import gzip
 import hashlib
+import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers (pytest -n, as setup.cfg runs the suite) share the cores: one thread each, for the CLI
+    # processes the tests start too. Busy-waiting OpenMP threads of several workers slow every one of them.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -96,12 +96,16 @@ def elbo_by_hand(model, q, x, y):
     return value
 
 
-def test_the_mvae_objective_is_the_joint_elbo_plus_each_unimodal_elbo():
+def test_the_mvae_objective_is_the_joint_elbo_plus_each_unimodal_elbo(monkeypatch):
     config, model, x, y = tiny()
     guide = ProductOfExperts(config)
+    calls = []
+    for expert in (guide.image, guide.text):
+        monkeypatch.setattr(expert, "distribution", lambda *given, run=expert.distribution: calls.append(1) or run(*given))
     torch.manual_seed(1)
     elbo = MVAEELBO()
     loss = elbo(model, guide)(x, y)
+    assert len(calls) == 2  # each expert's network once, for all three ELBOs
     assert set(elbo.terms) == {"log_px", "log_py", "kl", "log_px_x", "kl_x", "log_py_y", "kl_y"}
     torch.manual_seed(1)  # the same draws, in the same order: joint, image only, text only
     expected = sum(elbo_by_hand(model, guide.distribution(*given), *given).sum()

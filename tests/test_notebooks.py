@@ -2,11 +2,13 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
+@pytest.mark.slow  # trains three models for 1000 steps in all: about 2 minutes
 def test_pyro_inference_notebook_runs_headless_and_is_saved_with_its_outputs():
     notebook = nbformat.read(NOTEBOOKS / "pyro_inference.ipynb", as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]

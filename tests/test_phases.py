@@ -202,7 +202,7 @@ def test_the_command_line_to_paste(monkeypatch):
 @pytest.mark.parametrize("flags, lines", [
     ([], ["phase 1/2: base VLVAE (image) -> runs/vlvae-image-cpu: train 11000 steps, about 95 minutes on 2 CPU "
           "cores as measured",
-          "phase 2/2: q_Agg (text_agg) -> runs/vlvae-text_agg-cpu: train 6000 steps, about 13 minutes on 2 CPU "
+          "phase 2/2: q_Agg (text_agg) -> runs/vlvae-text_agg-cpu: train 6000 steps, about 7 minutes on 2 CPU "
           "cores as measured"]),
     (["--batch-size", "32", "--guide-steps", "100"],  # not as measured: steps only
      ["phase 1/2: base VLVAE (image) -> runs/vlvae-image-cpu: train 11000 steps",

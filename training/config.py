@@ -107,8 +107,8 @@ def _paper() -> RunConfig:
 
 
 def _cpu() -> RunConfig:
-    """Same architecture shape, sized for 2 CPU cores (the base VLVAE about 95 minutes, a text guide
-    or the prior 5-13 minutes): 64x64 images (attributes stay visible), a strided stem, narrower
+    """Same architecture shape, sized for 2 CPU cores (the base VLVAE about 95 minutes, q_Agg about
+    7): 64x64 images (attributes stay visible), a strided stem, narrower
     convolutions and one stride-2 layer (a 16x16 grid: shapes and colours come through sooner than
     at 8x8), batches of 128 (more of each attribute than batches of 32 for the same images seen),
     11k steps with the rate cut tenfold for the last 10% (worth 2-3 points of the ceiling): about
