@@ -25,12 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
-from pyro import poutine  # noqa: E402
 
-from mmvae_zoo.guides.elbos import MMVAEELBO  # noqa: E402
+from mmvae_zoo.guides.elbos import MMVAEELBO, strata  # noqa: E402
 from mmvae_zoo.guides.experts import MixtureOfExperts, components, mixture  # noqa: E402
 from mmvae_zoo.models.jmvae import JMVAE, JMVAEConfig  # noqa: E402
 
@@ -41,12 +39,7 @@ def dreg_loss(model, guide, x, y, num_particles: int) -> torch.Tensor:
     held = mixture([dist.Normal(e.base_dist.loc.detach(), e.base_dist.scale.detach()).to_event(1)
                     for e in components(q)])
     surrogates = []
-    for expert in components(q):
-        z = expert.rsample((num_particles,))
-        with pyro.plate("particles", num_particles, dim=-2):
-            trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, y)
-        trace.compute_log_prob()
-        log_w = sum(s["log_prob"] for s in trace.nodes.values() if s["type"] == "sample") - held.log_prob(z)
+    for z, log_w in strata(model, q, num_particles, x, y, density=held):
         weights = log_w.detach().softmax(0)
         z.register_hook(lambda grad, w=weights: w.unsqueeze(-1) * grad)
         surrogates.append((weights * log_w).sum(0))

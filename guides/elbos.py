@@ -261,20 +261,26 @@ class MMVAEELBO(_FromDifferentiableLoss, pyro.infer.ELBO):
     def differentiable_loss(self, model, guide, x=None, y=None, **kwargs) -> torch.Tensor:
         _check_experts(guide, MixtureOfExperts, "MMVAE")
         register(type(guide).__name__, guide)  # as the guide's forward does: SVI then sees its parameters
-        q = guide.distribution(x, y)
         names = [name for name, given in (("x", x), ("y", y)) if given is not None]
-        bounds = []
-        for expert in components(q):
-            z = expert.rsample((self.num_particles,))  # [K, B, z_dim]
-            with pyro.plate("particles", self.num_particles, dim=-2):
-                model_trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, y, **kwargs)
-            model_trace.compute_log_prob()
-            log_p = sum(site["log_prob"] for site in model_trace.nodes.values() if site["type"] == "sample")
-            log_w = log_p - q.log_prob(z)  # [K, B]
-            bounds.append(log_w.logsumexp(0) - math.log(self.num_particles))
+        bounds = [log_w.logsumexp(0) - math.log(self.num_particles)
+                  for _, log_w in strata(model, guide.distribution(x, y), self.num_particles, x, y, **kwargs)]
         bound = torch.stack(bounds).mean(0)  # [B]
         self.terms = {f"iwae_{name}": b.detach().mean() for name, b in zip(names, bounds)}
         return -bound.sum()
+
+
+def strata(model, q, num_particles: int, x=None, y=None, density=None, **kwargs):
+    """MMVAE's strata: for each expert q_m of the mixture q in turn, K = ``num_particles`` draws z ~ q_m
+    [K, B, z_dim] and their log weights log p(z, x, y) - log density(z) [K, B] (``density``: q if not given),
+    the model traced once on all K draws (conditioned on z in a particles plate)."""
+    density = q if density is None else density
+    for expert in components(q):
+        z = expert.rsample((num_particles,))
+        with pyro.plate("particles", num_particles, dim=-2):
+            model_trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, y, **kwargs)
+        model_trace.compute_log_prob()
+        log_p = sum(site["log_prob"] for site in model_trace.nodes.values() if site["type"] == "sample")
+        yield z, log_p - density.log_prob(z)
 
 
 def _check_experts(guide, kind: type, name: str) -> None:
