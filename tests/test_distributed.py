@@ -81,9 +81,9 @@ def _patch(setattr_, compare: bool = True):
         config.net.dropout = 0.0
         return config
 
-    def loss(self, step, x, y):
+    def loss(self, step, x, y, index=None):
         _KEY.update(step=step, draw=0, components=self)
-        value, terms = original_loss(self, step, x, y)
+        value, terms = original_loss(self, step, x, y, index)
         rank, world = _world()
         if compare and rank == world - 1 and step == NAN_STEP:
             value = value * float("nan")

@@ -28,8 +28,8 @@ def _inject(monkeypatch, at_step, action):
     """Run ``action(loss)`` inside the loss computation of step ``at_step``."""
     original = Components.loss
 
-    def loss(self, step, x, y):
-        value, terms = original(self, step, x, y)
+    def loss(self, step, x, y, index=None):
+        value, terms = original(self, step, x, y, index)
         return (action(value) if step == at_step else value), terms
     monkeypatch.setattr(Components, "loss", loss)
 
@@ -171,8 +171,8 @@ def test_skipped_steps_and_seconds_go_on_after_a_stop(tmp_path, monkeypatch, old
 
     original = Components.loss
 
-    def loss(self, step, x, y):
-        value, terms = original(self, step, x, y)
+    def loss(self, step, x, y, index=None):
+        value, terms = original(self, step, x, y, index)
         if step == 1:
             value = value * float("nan")
         if step == 2:

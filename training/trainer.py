@@ -226,9 +226,8 @@ def _fit(components: Components, optimizer, loader: BatchLoader, run: RunDir, fi
     with _StopSignals() as stop:
         for step in bar:
             x, y = loader.batch(step)
-            cached = {"index": loader.indices(step)} if components.image_posteriors is not None else {}
             with pyro.validation_enabled(step == start):  # shapes and supports are checked on the first step only
-                loss, terms = step_loss(step, x, y, **cached)
+                loss, terms = step_loss(step, x, y, index=loader.indices(step))  # index: rows of a q(z|x) cache
             optimizer.zero_grad(set_to_none=True)
             finite = not distributed.any_rank(not math.isfinite(loss.item()))  # all ranks skip or stop together
             if finite:
