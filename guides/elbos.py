@@ -211,9 +211,9 @@ class MVAEELBO(_FromDifferentiableLoss, LoggedTrace_ELBO):
     product-of-experts posterior of the same subset (``guides.experts.ProductOfExperts``), so every
     expert also learns to infer z alone. Each expert's network runs once a step: the three products
     are formed from its two Gaussians, and each ELBO's guide only draws z from its product
-    (``guides.base.draw_z``). A batch with one modality missing has that modality's terms left out. The model's and guide's arguments (warm-up, likelihood weights) apply to all
-    three. Terms: the joint ELBO's (``log_px``, ``log_py``, ``kl``) and the unimodal ones' suffixed
-    ``_x`` and ``_y``.
+    (``guides.base.draw_z``). A batch with one modality missing has that modality's terms left out.
+    The model's and guide's arguments (warm-up, likelihood weights) apply to all three. Terms: the
+    joint ELBO's (``log_px``, ``log_py``, ``kl``) and the unimodal ones' suffixed ``_x`` and ``_y``.
     """
 
     def __call__(self, model, guide):
