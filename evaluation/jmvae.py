@@ -4,7 +4,8 @@ For each run of the JMVAE model (``zero``, ``kl``, ``mvae`` or ``mmvae``), on th
 (proposal q(z|x,w), Eq. 6) and single (q(z|x), Eq. 7) bounds, the conditional log p(x|w) with
 the multiple bound (Eq. 8: log p(x,w) - log p(w), log p(w) = log E_{p(z)}[p(w|z)] estimated from
 K prior samples) and the single bound (Eq. 9: q(z|w) in place of p(z) and as the proposal), and the
-joint log p(x,w) (Table 3). A VAE run (``vae``, the paper's VAE row) has only the marginal log p(x)
+joint log p(x,w) (Table 3). Several runs of one row (seeds) give the mean and standard deviation of
+their means (``over_seeds``). A VAE run (``vae``, the paper's VAE row) has only the marginal log p(x)
 with proposal q(z|x), in the multiple column as in the paper. The model/proposal pairs are in
 ``evaluation.bounds``; every bound comes with its mean ESS and PSIS k-hat.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from mmvae_zoo.evaluation import paper
 from mmvae_zoo.evaluation.bounds import evaluate_bounds
+from mmvae_zoo.evaluation.report import aggregate
 from mmvae_zoo.metrics import BoundEstimate
 
 TABLES = (("log p(x)", "Marginal log p(x) (Table 1, left)"),
@@ -40,8 +42,17 @@ def jmvae_row(components, batches, num_particles: int, chunk_size: int | None) -
     return {name: estimate.summary() for name, estimate in b.items()}
 
 
+def over_seeds(rows: list[dict]) -> dict:
+    """One row from the rows of several runs (seeds): each bound's mean and standard deviation over
+    the runs' means (``std``, ``runs``) with their mean diagnostics; a single run's row as it is
+    (``mean`` and ``sem`` over the test points)."""
+    return rows[0] if len(rows) == 1 else aggregate(rows)
+
+
 def _ours(entry) -> str:
-    return "-" if entry is None else f"{entry['mean']:.2f} ± {entry['sem']:.2f}"
+    if entry is None:
+        return "-"
+    return f"{entry['mean']:.2f} ± {entry['std'] if 'runs' in entry else entry['sem']:.2f}"
 
 
 def _theirs(value) -> str:
@@ -54,8 +65,12 @@ def markdown(results: dict) -> str:
     of every bound."""
     rows = results["rows"]
     reference = paper.JMVAE_MNIST if results["dataset"] == "mnist" else {}
+    seeds = [f"{name} ({next(iter(bounds.values()))['runs']})" for name, bounds in rows.items()
+             if "runs" in next(iter(bounds.values()))]
     lines = [f"Setting: {results['setting']}; K = {results['num_particles']} importance samples, "
-             f"{results['num_points']} test points; ours: mean ± standard error over test points.",
+             f"{results['num_points']} test points; ours: mean ± standard error over test points"
+             + (f"; rows of several seeds, {', '.join(seeds)}: mean ± standard deviation of the seeds' means."
+                if seeds else "."),
              f"Paper: {paper.JMVAE_SETTING}.", ""]
     for bound, title in TABLES:
         lines += [f"{title}.", "", "| | multiple (ours) | single (ours) | multiple (paper) | single (paper) |",

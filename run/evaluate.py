@@ -17,7 +17,8 @@ q(z|x); they need no base run: given alone, the tables have no Table 2 and no ba
 
 JMVAE (test set): marginal, conditional (multiple and single bounds) and joint log-likelihoods
 of each run (of a ``vae`` run, the paper's VAE baseline, the marginal only), K = 1000 importance
-samples by default (the authors' code used 1000 for marginal and 5000 for conditional bounds).
+samples by default (the authors' code used 1000 for marginal and 5000 for conditional bounds);
+several runs of one row are seeds, as for the VLVAE.
 Writes ``results.json`` and ``tables.md`` in ``--out`` and prints the tables.
 
 ``--base RUN --ceiling-only`` evaluates the ceiling alone (overall and per word) at every
@@ -26,6 +27,7 @@ checkpoint kept in RUN: which attributes a base VLVAE keeps, and how that grows 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -57,8 +59,8 @@ def parser() -> argparse.ArgumentParser:
                                   "Table 2 and the ceiling (required unless only --runs are given)")
     p.add_argument("--runs", nargs="*", default=[],
                    help="vlvae: VLVAE runs trained with --guide kl, mvae or mmvae, each scheme a Table 1 row scored "
-                        "with the run's own q(z|y), q(z|x) and model; several of one scheme = seeds. jmvae: trained "
-                        "JMVAE runs (zero, kl, mvae, mmvae or vae), one row each")
+                        "with the run's own q(z|y), q(z|x) and model. jmvae: trained JMVAE runs (zero, kl, mvae, mmvae "
+                        "or vae), a row each. Several runs of one row = seeds, which must differ in their seed alone")
     p.add_argument("--text-true", nargs="*", default=[], help="text_true runs (Table 1, q_True); several = seeds")
     p.add_argument("--text-agg", nargs="*", default=[], help="text_agg runs (Table 1, q_Agg); several = seeds")
     p.add_argument("--prior", nargs="*", default=[], help="prior_agg runs (Table 2, learned q(z)); several = seeds")
@@ -180,11 +182,14 @@ def evaluate(args, device) -> dict:
         return check
 
     base = load(args.base, check_base) if args.base else None
-    loaded = {kind: [load(path, given_as(kind)) for path in paths] for kind, paths in fitted.items()}
+    loaded = {kind: [] for kind in fitted}  # kind -> [(path, components)]: runs of one kind are seeds
+    for kind, paths in fitted.items():
+        for path in paths:
+            add_seed(loaded, kind, path, load(path, given_as(kind)))
     objectives = {}  # Table 1 row label -> [(path, components)]: runs of one label are seeds
     for path in args.runs:
         c = load(path, check_objective)
-        objectives.setdefault(jmvae_report.label(c.config), []).append((path, c))
+        add_seed(objectives, jmvae_report.label(c.config), path, c)
     reference, first = checked[0]  # the base run, else the first of --runs
     data = first.config.data
     for path, c in checked[1:]:
@@ -214,7 +219,7 @@ def evaluate(args, device) -> dict:
         results["ceiling"] = base_ceiling["ceiling"]
         for kind in ("text_true", "text_agg"):  # their q(z|x) and VLVAE are the base's, and so is their ceiling
             if loaded[kind]:
-                row = aggregate([seeded(text_guide_row, c, *bound_args) for c in loaded[kind]])
+                row = aggregate([seeded(text_guide_row, c, *bound_args) for _, c in loaded[kind]])
                 results["table_1"][kind] = {**row, **aggregate([{"ceiling": base_ceiling["ceiling"]}])}
     for label, runs in objectives.items():  # each with its own model, q(z|x) and q(z|y)
         results["table_1"][label] = aggregate([seeded(objective_row, c, *bound_args) for _, c in runs])
@@ -224,7 +229,8 @@ def evaluate(args, device) -> dict:
             results["ceiling_by_slot"] = base_ceiling["by_slot"]
             results["ceiling_text"] = base_ceiling["text"]
         if loaded["prior_agg"]:
-            results["table_2"]["prior_agg"] = aggregate([seeded(prior_row, c, *bound_args) for c in loaded["prior_agg"]])
+            results["table_2"]["prior_agg"] = aggregate([seeded(prior_row, c, *bound_args)
+                                                         for _, c in loaded["prior_agg"]])
     return results
 
 
@@ -262,31 +268,63 @@ def evaluate_ceiling(args, device) -> dict:
 def evaluate_jmvae(args, device) -> dict:
     if not args.runs:
         raise RunError("give the JMVAE runs to evaluate with --runs")
-    loaded = {}  # row name -> components; every run is checked before any is evaluated
+    loaded = {}  # row name -> [(path, components)]: runs of one row are seeds; every run is checked first
     for path in args.runs:
         c = load_run(path, device)
         if c.config.model != "jmvae":
             raise RunError(f"{path} is a {c.config.model} run, not a JMVAE run")
-        if loaded and c.config.data != next(iter(loaded.values())).config.data:
+        if loaded and c.config.data != next(iter(loaded.values()))[0][1].config.data:
             raise RunError(f"{path} was trained on other data than {args.runs[0]}")
-        name = jmvae_report.label(c.config)
-        if name in loaded:
-            raise RunError(f"{path} is a second {name} run; give one run per row")
-        loaded[name] = c
-    config = next(iter(loaded.values())).config
+        add_seed(loaded, jmvae_report.label(c.config), path, c)
+    config = next(iter(loaded.values()))[0][1].config
     check_data_and_classifier(config.data, args, args.runs[0])
     batches = list(validation_batches(make_dataset(config.data, "val"), args.num_points, args.batch_size, device))
-    rows = {}
-    for name, c in loaded.items():
+
+    def seeded(components):
+        """One run's bounds, from the same random stream whichever other runs are evaluated."""
         pyro.set_rng_seed(args.seed)
-        rows[name] = jmvae_report.jmvae_row(c, batches, args.particles, args.chunk)
+        return jmvae_report.jmvae_row(components, batches, args.particles, args.chunk)
+
+    rows = {name: jmvae_report.over_seeds([seeded(c) for _, c in runs]) for name, runs in loaded.items()}
     return {
         "model": "jmvae", "dataset": config.data.name, "num_points": sum(len(x) for x, _ in batches),
         "num_particles": args.particles,
         "setting": f"{config.data.name} test set, preset {config.preset}, z = {config.net.z_dim}, "
                    f"{config.train.steps} steps of batch {config.train.batch_size}",
-        "runs": dict(zip(rows, args.runs)), "rows": rows,
+        "runs": {name: [path for path, _ in runs] for name, runs in loaded.items()}, "rows": rows,
     }
+
+
+# TrainConfig fields that do not change what a run learns: seeds of one row may differ in these.
+BOOKKEEPING = ("seed", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
+def _setting(config) -> dict:
+    """What a run learns from: its model, guide, data, networks and training, flattened (``train.lr``)."""
+    flat = {"model": config.model, "guide": config.guide}
+    for part in ("data", "net", "train"):
+        flat.update({f"{part}.{k}": v for k, v in dataclasses.asdict(getattr(config, part)).items()
+                     if not (part == "train" and k in BOOKKEEPING)})
+    return flat
+
+
+def add_seed(rows: dict, label: str, path, c) -> None:
+    """Adds run ``c`` at ``path`` to the row ``label`` of ``rows`` (label -> [(path, components)]).
+
+    The runs of one row are seeds of one setting, reported as mean and standard deviation: each must
+    have a seed of its own and differ from the others in nothing else that changes what it learns.
+    """
+    seed, mine = c.config.train.seed, _setting(c.config)
+    for other_path, other in rows.get(label, []):
+        if other.config.train.seed == seed:
+            raise RunError(f"{other_path} and {path} are both seed {seed} of {label}; give each seed once")
+        theirs = _setting(other.config)
+        differ = [key for key in mine if mine[key] != theirs.get(key)]
+        if differ:
+            key = differ[0]
+            raise RunError(f"{other_path} and {path} are runs of {label} with different {key} ({theirs.get(key)} "
+                           f"and {mine[key]}); the runs of one row must differ in their seed alone")
+    rows.setdefault(label, []).append((path, c))
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,10 @@
 """Small shared builders for the tests."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -32,6 +35,16 @@ def tiny_config(tmp_path, guide: str = "image", steps: int = 4):
     config.data.root = str(tmp_path / "data")
     config.train.steps = config.train.guide_steps = steps
     return resolve(config)
+
+
+def copy_run(path, out, **train) -> Path:
+    """A copy of the run directory ``path`` at ``out`` whose config.json has the TrainConfig fields
+    ``train`` changed (e.g. ``seed=1``: the same networks, saved as another seed's run)."""
+    out = Path(shutil.copytree(path, out))
+    config = json.loads((out / "config.json").read_text())
+    config["train"].update(train)
+    (out / "config.json").write_text(json.dumps(config))
+    return out
 
 
 def python_path(*first: str) -> str:

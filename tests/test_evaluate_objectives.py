@@ -18,7 +18,7 @@ from mmvae_zoo.training.rundir import RunDir
 from mmvae_zoo.training.runs import load_run
 from mmvae_zoo.training.schemes import build
 from mmvae_zoo.training.trainer import train
-from tests.helpers import tiny_config
+from tests.helpers import copy_run, tiny_config
 from tests import test_bad_input
 from tests.test_bad_input import _forbid_long_work, _main, _snapshot
 
@@ -125,12 +125,12 @@ def test_an_mvae_run_is_a_table_1_row_scored_with_its_own_networks(with_base, tr
 
 
 def test_runs_alone_need_no_base_and_seeds_group_by_label(with_base, trained):
-    results, table = evaluate(trained, trained / "eval-runs", "--runs", trained / "mmvae", trained / "mvae",
-                              trained / "mmvae")
+    seed_1 = copy_run(trained / "mmvae", trained / "mmvae-seed-1", seed=1)  # the same networks as seed 1
+    results, table = evaluate(trained, trained / "eval-runs", "--runs", trained / "mmvae", trained / "mvae", seed_1)
     assert list(results["table_1"]) == ["MMVAE, K = 2", "MVAE"]
     mmvae = results["table_1"]["MMVAE, K = 2"]
-    assert mmvae["correctness"]["runs"] == 2 and mmvae["correctness"]["std"] == 0  # one run given twice: two seeds
-    assert results["runs"]["MMVAE, K = 2"] == [str(trained / "mmvae")] * 2
+    assert mmvae["correctness"]["runs"] == 2 and mmvae["correctness"]["std"] == 0  # each seed from --seed's stream
+    assert results["runs"]["MMVAE, K = 2"] == [str(trained / "mmvae"), str(seed_1)]
     assert results["table_1"]["MVAE"] == with_base[0]["table_1"]["MVAE"]  # each row from --seed, base or not
     assert "ceiling" not in results and "table_2" not in results and results["runs"]["base"] is None
     assert "Table 2" not in table and "MMVAE, K = 2 (ours)" in table and markdown(results) == table

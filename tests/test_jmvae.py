@@ -21,6 +21,7 @@ from mmvae_zoo.training.config import RunConfig, preset, resolve
 from mmvae_zoo.training.rundir import RunDir
 from mmvae_zoo.training.schemes import build
 from mmvae_zoo.training.runs import load_run
+from tests.helpers import copy_run
 
 MNIST_VOCAB = [str(d) for d in range(10)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,8 +315,30 @@ def test_resolve_fills_mnist_shapes():
     assert config.net.vocab == MNIST_VOCAB and config.net.image_shape == (1, 28, 28) and config.net.text_length == 1
 
 
-def test_evaluate_refuses_two_runs_of_one_row_before_evaluating_any(kl_run, tmp_path, capsys, monkeypatch):
+def test_evaluate_gives_seeds_of_one_row_the_mean_and_std_of_their_means(kl_run, tmp_path):
+    path, name = kl_run[0].path, "JMVAE-kl, alpha = 0.5"
+    seed_1 = copy_run(path, tmp_path / "seed-1", seed=1)  # the same networks, saved as seed 1
+    flags = ["--model", "jmvae", "--particles", "30", "--num-points", "8", "--device", "cpu", "--out"]
+    assert cli("evaluate")([*flags, str(tmp_path / "one"), "--runs", str(path)]) == 0
+    assert cli("evaluate")([*flags, str(tmp_path / "two"), "--runs", str(path), str(seed_1)]) == 0
+    one, two = (json.loads((tmp_path / out / "results.json").read_text()) for out in ("one", "two"))
+    assert two["runs"][name] == [str(path), str(seed_1)] and set(two["rows"][name]) == set(one["rows"][name])
+    for bound, entry in two["rows"][name].items():  # each seed from --seed's stream: equal networks, equal bounds
+        assert (entry["runs"], entry["std"]) == (2, 0.0) and entry["mean"] == one["rows"][name][bound]["mean"]
+    table = (tmp_path / "two" / "tables.md").read_text()
+    assert f"; rows of several seeds, {name} (2): mean ± standard deviation of the seeds' means." in table
+    assert f"| {name} | {two['rows'][name]['log p(x,w)']['mean']:.2f} ± 0.00 | - |" in table  # the joint's row
+
+
+@pytest.mark.parametrize("train, message", [
+    ({}, "are both seed 0 of JMVAE-kl, alpha = 0.5; give each seed once"),
+    ({"seed": 1, "steps": 3}, "are runs of JMVAE-kl, alpha = 0.5 with different train.steps (4 and 3); the runs of "
+                              "one row must differ in their seed alone"),
+])
+def test_evaluate_refuses_runs_of_one_row_that_are_not_seeds_before_evaluating_any(kl_run, tmp_path, capsys,
+                                                                                   monkeypatch, train, message):
     monkeypatch.setattr("mmvae_zoo.evaluation.jmvae.jmvae_row", lambda *a, **k: pytest.fail("evaluated before checking"))
-    path = str(kl_run[0].path)
-    assert cli("evaluate")(["--model", "jmvae", "--runs", path, path, "--out", str(tmp_path / "e")]) == 2
-    assert "is a second JMVAE-kl, alpha = 0.5 run; give one run per row" in capsys.readouterr().err
+    other = copy_run(kl_run[0].path, tmp_path / "other", **train)
+    out = tmp_path / "e"
+    assert cli("evaluate")(["--model", "jmvae", "--runs", str(kl_run[0].path), str(other), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
