@@ -6,15 +6,18 @@
 # q(z|x) semi-amortised by 25 refinement steps (ceiling and proposal), as in docs/reproduction.md.
 # OBJECTIVES="kl mvae mmvae" also trains those schemes, each its own whole VLVAE (JMVAE-kl, MVAE,
 # MMVAE; hours a seed on 2 CPU cores), 3 seeds each, as more columns of Table 1 (--runs).
+# Run again after a stop (Ctrl-C or SIGTERM checkpoints a run): finished runs are kept, a stopped one resumes.
 # Usage: [OBJECTIVES="kl mvae mmvae"] bash run/reproduce_vlvae.sh [preset] [extra svi.py flags...]
 set -euo pipefail
 preset="${1:-cpu}"
 shift || true
 cd "$(dirname "$0")/.."
 read -r -a objectives <<< "${OBJECTIVES:-}"
-train() {  # train OUT [svi.py flags...] unless OUT exists
+train() {  # train OUT [svi.py flags...]; where OUT exists, --resume: the rest of a stopped run, nothing for a finished one
   local out="$1"; shift
-  [ -d "$out" ] || python run/svi.py --model vlvae --preset "$preset" --out "$out" --no-progress "$@"
+  local resume=()
+  [ -d "$out" ] && resume=(--resume)
+  python run/svi.py --model vlvae --preset "$preset" --out "$out" --no-progress "$@" ${resume[@]+"${resume[@]}"}
 }
 for seed in 0 1 2; do
   for guide in text_true text_agg prior_agg; do

@@ -57,5 +57,7 @@ def test_objectives_add_three_seeds_of_each_and_a_table_1_column_each(tmp_path):
     tables, weighted = evaluations(calls)
     runs = " ".join(f"runs/vlvae-{guide}-cpu-s{seed}" for guide in ("kl", "mvae", "mmvae") for seed in range(3))
     assert f"--runs {runs} --out runs/eval-cpu" in tables and "--runs" not in weighted
-    # run again: every run exists, so only the evaluations run
-    assert trained(reproduce(tmp_path, "kl mvae mmvae")) == []
+    # run again: every run exists, so each is resumed (the rest of a stopped run, nothing for a finished one)
+    again = trained(reproduce(tmp_path, "kl mvae mmvae"))
+    assert len(again) == 21 and all(call.endswith(" --resume") for call in again)
+    assert not any("--resume" in call for call in calls)
