@@ -2,7 +2,7 @@
 
     python bench/report.py                       # bench/results/report.{json,md}
     python bench/report.py --quick               # smaller sizes: a few minutes
-    python bench/report.py --end-to-end          # also time the main command (cpu preset, ~102 min)
+    python bench/report.py --end-to-end          # also time the main command (cpu preset, 100-140 min)
 
 Runs, each in its own process (so one's threads and memory don't colour the next):
 renderer (images/s), loader vs training (batches/s against steps/s), Pyro vs plain PyTorch
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
             report["results"][name] = json.loads(target.read_text()) if out.returncode == 0 and target.exists() \
                 else {"error": f"exit status {out.returncode}"}
         if args.end_to_end:
-            print("== end_to_end: the main command, cpu preset (about 102 minutes)", flush=True)
+            print("== end_to_end: the main command, cpu preset (100 to 140 minutes on 2 CPU cores)", flush=True)
             report["results"]["end_to_end"] = end_to_end(Path(tmp))
     report["machine"]["load_average_after"] = round(os.getloadavg()[0], 2)
     out = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
