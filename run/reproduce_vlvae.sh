@@ -15,9 +15,9 @@ cd "$(dirname "$0")/.."
 read -r -a objectives <<< "${OBJECTIVES:-}"
 train() {  # train OUT [svi.py flags...]; where OUT exists, --resume: the rest of a stopped run, nothing for a finished one
   local out="$1"; shift
-  local resume=()
-  [ -d "$out" ] && resume=(--resume)
-  python run/svi.py --model vlvae --preset "$preset" --out "$out" --no-progress "$@" ${resume[@]+"${resume[@]}"}
+  local resume=
+  [ -d "$out" ] && resume=--resume
+  python run/svi.py --model vlvae --preset "$preset" --out "$out" --no-progress "$@" $resume
 }
 for seed in 0 1 2; do
   for guide in text_true text_agg prior_agg; do
