@@ -48,6 +48,7 @@ CASES = [  # command, arguments, what the last line of stderr must say
     ("svi", TINY + ["--num-train", "0"], "num_train must be a positive integer, got 0"),
     ("svi", TINY + ["--image-size", "16"], "image_size must be an integer >= 32, got 16"),
     ("svi", TINY + ["--dataset", "mnist"], "run `python -m mmvae_zoo.datasets.fetch mnist"),
+    ("svi", TINY + ["--dataset", "mnist", "--num-train", "500"], "mnist uses the split sizes of its files, drop them"),
     ("svi", TINY + ["--dataset", "celeba"], "CelebA not found"),
     ("svi", TINY + ["--dataset", "imagenet"], "unknown dataset 'imagenet'; choose one of"),
     ("svi", TINY + ["--device", "cuda:7"], None),  # only where CUDA is absent; see below

@@ -1,11 +1,13 @@
 """One registry: every dataset trains the VLVAE through the same path as run/svi.py."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from mmvae_zoo.datasets import celeba, mnist
 from mmvae_zoo.datasets.registry import describe, make_dataset
-from mmvae_zoo.training.config import preset
+from mmvae_zoo.training.config import RunConfig, preset
 from mmvae_zoo.training.rundir import RunDir
 from mmvae_zoo.training.trainer import train
 from tests.test_celeba import make_celeba
@@ -57,3 +59,15 @@ def test_fixed_size_datasets_refuse_other_sizes():
         describe(config.data)
     with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
         preset("tiny", "cifar")
+
+
+@pytest.mark.parametrize("model", ["vlvae", "jmvae"])
+@pytest.mark.parametrize("dataset", ["mnist", "celeba"])
+def test_datasets_read_from_files_record_no_image_counts(model, dataset):
+    """Their splits are the files' own: a config records no number of images to render, and one saved
+    with Two Objects' counts (before 2026-12-07) loads without them, so resuming it changes nothing."""
+    config = preset("cpu", dataset, model)
+    assert config.data.num_train is None and config.data.num_val is None
+    old = json.loads(config.to_json())
+    old["data"].update(num_train=90_000, num_val=10_000)
+    assert RunConfig.from_json(json.dumps(old)) == config

@@ -15,8 +15,8 @@ from mmvae_zoo.models.vlvae import VLVAEConfig
 class DataConfig:
     name: str = "two_objects"
     image_size: int = 112
-    num_train: int = 90_000
-    num_val: int = 10_000
+    num_train: int | None = 90_000  # images rendered (Two Objects, single object); None: the files' own split
+    num_val: int | None = 10_000
     seed: int = 0
     root: str | None = None  # None: datasets.cache.default_root()
 
@@ -92,9 +92,10 @@ class RunConfig:
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
         raw = json.loads(text)
-        net = NETS[raw.get("model", "vlvae")]
-        return cls(**{**raw, "data": DataConfig(**raw["data"]), "net": net(**raw["net"]),
-                      "train": TrainConfig(**raw["train"])})
+        net, data = NETS[raw.get("model", "vlvae")], DataConfig(**raw["data"])
+        if data.name in FILE_DATASETS:  # configs saved before 2026-12-07 carry Two Objects' counts here, unused
+            data.num_train = data.num_val = None
+        return cls(**{**raw, "data": data, "net": net(**raw["net"]), "train": TrainConfig(**raw["train"])})
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
@@ -155,7 +156,7 @@ def _jmvae(name: str, dataset: str) -> RunConfig:
     preset's data sizes, conv shapes, steps and schedule, with the conv family, Beta pixels and
     unit likelihood weights (the paper's JMVAE has none; --x-weight and --y-weight set them)."""
     if dataset == "mnist":
-        data = DataConfig(name="mnist", image_size=28)
+        data = DataConfig(name="mnist", image_size=28, num_train=None, num_val=None)
         net = JMVAEConfig()
         train = {"paper": TrainConfig(steps=50_000, batch_size=100, lr=1e-3, warmup_steps=10_000, x_weight=1.0,
                                       y_weight=1.0, checkpoint_every=5_000),
@@ -175,13 +176,16 @@ def _jmvae(name: str, dataset: str) -> RunConfig:
     return RunConfig(model="jmvae", guide="kl", preset=name, data=base.data, net=net, train=base.train)
 
 
+# The datasets read from files: their splits are the files' own, not a number of images to render.
+FILE_DATASETS = ("celeba", "mnist")
+
 # What every preset changes for the other datasets: their fixed image sizes (MNIST's 28 takes
-# one downsampling less), and the 2-d latent of the single-object VLVAE (paper Fig. 1, 5.5).
+# one downsampling less) and split sizes (read from their files, not rendered), and the 2-d latent of the single-object VLVAE (paper Fig. 1, 5.5).
 DATASET_CHANGES = {
     "two_objects": {},
     "single_object": {"net.z_dim": 2},
-    "celeba": {"data.image_size": 64},
-    "mnist": {"data.image_size": 28, "net.num_down": 1},
+    "celeba": {"data.image_size": 64, "data.num_train": None, "data.num_val": None},
+    "mnist": {"data.image_size": 28, "data.num_train": None, "data.num_val": None, "net.num_down": 1},
 }
 
 
