@@ -181,7 +181,7 @@ def check_data(config: RunConfig) -> None:
     again, but only once the training set is made)."""
     data = config.data
     if data.name not in RENDERED:
-        if data.num_train is not None or data.num_val is not None:
+        if data.num_train is not None or data.num_val is not None:  # set by --num-train / --num-val
             raise ValueError(f"--num-train and --num-val set how many images to render ({', '.join(RENDERED)}); "
                              f"{data.name} uses the split sizes of its files, drop them")
         return

@@ -11,6 +11,10 @@ from mmvae_zoo.models.jmvae import JMVAEConfig
 from mmvae_zoo.models.vlvae import VLVAEConfig
 
 
+# The datasets read from files: their splits are the files' own, not a number of images to render.
+FILE_DATASETS = ("celeba", "mnist")
+
+
 @dataclass
 class DataConfig:
     name: str = "two_objects"
@@ -19,6 +23,11 @@ class DataConfig:
     num_val: int | None = 10_000
     seed: int = 0
     root: str | None = None  # None: datasets.cache.default_root()
+
+    def __post_init__(self):
+        # a dataset read from files has no image counts (configs saved before 2026-12-07 carry Two Objects' here)
+        if self.name in FILE_DATASETS:
+            self.num_train = self.num_val = None
 
 
 @dataclass
@@ -92,10 +101,9 @@ class RunConfig:
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
         raw = json.loads(text)
-        net, data = NETS[raw.get("model", "vlvae")], DataConfig(**raw["data"])
-        if data.name in FILE_DATASETS:  # configs saved before 2026-12-07 carry Two Objects' counts here, unused
-            data.num_train = data.num_val = None
-        return cls(**{**raw, "data": data, "net": net(**raw["net"]), "train": TrainConfig(**raw["train"])})
+        net = NETS[raw.get("model", "vlvae")]
+        return cls(**{**raw, "data": DataConfig(**raw["data"]), "net": net(**raw["net"]),
+                      "train": TrainConfig(**raw["train"])})
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
@@ -156,7 +164,7 @@ def _jmvae(name: str, dataset: str) -> RunConfig:
     preset's data sizes, conv shapes, steps and schedule, with the conv family, Beta pixels and
     unit likelihood weights (the paper's JMVAE has none; --x-weight and --y-weight set them)."""
     if dataset == "mnist":
-        data = DataConfig(name="mnist", image_size=28, num_train=None, num_val=None)
+        data = DataConfig(name="mnist", image_size=28)
         net = JMVAEConfig()
         train = {"paper": TrainConfig(steps=50_000, batch_size=100, lr=1e-3, warmup_steps=10_000, x_weight=1.0,
                                       y_weight=1.0, checkpoint_every=5_000),
@@ -176,16 +184,13 @@ def _jmvae(name: str, dataset: str) -> RunConfig:
     return RunConfig(model="jmvae", guide="kl", preset=name, data=base.data, net=net, train=base.train)
 
 
-# The datasets read from files: their splits are the files' own, not a number of images to render.
-FILE_DATASETS = ("celeba", "mnist")
-
 # What every preset changes for the other datasets: their fixed image sizes (MNIST's 28 takes
-# one downsampling less) and split sizes (read from their files, not rendered), and the 2-d latent of the single-object VLVAE (paper Fig. 1, 5.5).
+# one downsampling less), and the 2-d latent of the single-object VLVAE (paper Fig. 1, 5.5).
 DATASET_CHANGES = {
     "two_objects": {},
     "single_object": {"net.z_dim": 2},
-    "celeba": {"data.image_size": 64, "data.num_train": None, "data.num_val": None},
-    "mnist": {"data.image_size": 28, "data.num_train": None, "data.num_val": None, "net.num_down": 1},
+    "celeba": {"data.image_size": 64},
+    "mnist": {"data.image_size": 28, "net.num_down": 1},
 }
 
 
@@ -205,7 +210,7 @@ def preset(name: str, dataset: str = "two_objects", model: str = "vlvae") -> Run
 
 def _vlvae_preset(name: str, dataset: str) -> RunConfig:
     config = PRESETS[name]()
-    config.data.name = dataset
+    config.data = dataclasses.replace(config.data, name=dataset)  # its __post_init__ sees the dataset
     for key, value in DATASET_CHANGES[dataset].items():
         section, field_name = key.split(".")
         setattr(getattr(config, section), field_name, value)
